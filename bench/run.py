@@ -1,0 +1,708 @@
+#!/usr/bin/env python3
+# run.py — runs a ringbeat benchmark scenario end to end: server, load, /proc sampling, figures, plot.
+"""Run a ringbeat benchmark scenario end to end.
+
+  bench/run.py smoke                      # 10k connections, 1 s interval, ~20 s: the quick check
+  bench/run.py 100k                       # 100k connections, 5 s interval, 60 s hold
+  bench/run.py 1m                         # 1M connections, 30 s interval, 1% silenced, 5 min hold
+  bench/run.py compare                    # ringbeatd vs epoll_ref, alternated, same workload
+  bench/run.py smoke --connections 2000 --hold 5s     # any scenario scaled down
+
+Each run starts the server (pinned to one core with taskset), waits for its `listening addr=` line,
+starts ringbeat-load (pinned to the other core), samples the server's VmRSS and utime+stime and the
+system's Slab once a second, and stops everything by itself (bounded by a deadline; Ctrl-C or
+SIGTERM kill the children). Results: results/<scenario>-<timestamp>.json and a .png per run.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PER_ADDR_MAX = 10000  # connections per destination address (source-port trap: keep < 14k)
+
+SCENARIOS = {
+    # name: defaults; every one can be overridden on the command line.
+    "smoke": dict(connections=10000, rate=5000, hold="15s", interval="1s", mode="server"),
+    "100k": dict(connections=100000, rate=20000, hold="60s", interval="5s", mode="server"),
+    "1m": dict(connections=1000000, rate=30000, hold="300s", interval="30s", mode="server",
+               silent_pct=1.0, silent_after="60s"),
+    "compare": dict(connections=15000, rate=5000, hold="30s", interval="1s", mode="server",
+                    rounds=2),
+    "custom": dict(connections=1000, rate=1000, hold="10s", interval="1s", mode="server"),
+}
+
+CHILDREN = []  # Popen objects still to be killed on exit
+
+
+def log(msg):
+    print(f"[run.py {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_duration_s(s):
+    """'500us', '250ms', '30s', '2m', or a bare number of milliseconds (as ringbeatd)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(us|ms|s|m)?", str(s).strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration: {s}")
+    v = float(m.group(1))
+    return v * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1e-3}[m.group(2)]
+
+
+def fmt_duration(sec):
+    return f"{int(round(sec * 1000))}ms"
+
+
+# ---------- /proc sampling ----------
+
+
+def proc_cpu_s(pid):
+    """utime + stime of every thread of pid, in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def slab_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ---------- child processes ----------
+
+
+def kill_children():
+    for p in list(CHILDREN):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 5
+    for p in list(CHILDREN):
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        CHILDREN.remove(p)
+
+
+def on_term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def spawn(cmd, cpus):
+    """Starts cmd in its own process group (so a kill reaches every thread and child)."""
+    if cpus is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpus] + cmd
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         errors="replace", start_new_session=True)
+    CHILDREN.append(p)
+    return p
+
+
+KV_RE = re.compile(r"([A-Za-z_][\w./%-]*)=(\S+)")
+
+
+def parse_value(v):
+    """'123' -> 123.0, '1.5ms' -> 1500.0 (microseconds for times), '12k' stays a float too."""
+    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)(ns|us|ms|s|k|M|%|B|KB|MB|GB)?,?", v)
+    if not m:
+        return None
+    x = float(m.group(1))
+    mult = {None: 1, "ns": 1e-3, "us": 1, "ms": 1e3, "s": 1e6, "k": 1e3, "M": 1e6, "%": 1,
+            "B": 1, "KB": 1024, "MB": 1 << 20, "GB": 1 << 30}
+    return x * mult[m.group(2)]
+
+
+class LineReader(threading.Thread):
+    """Reads a child's stream line by line, keeping a time-stamped key=value series."""
+
+    def __init__(self, stream, t0, keep_lines=200, echo=None):
+        super().__init__(daemon=True)
+        self.stream, self.t0, self.echo = stream, t0, echo
+        self.series = []  # (t, {key: float})
+        self.lines = []
+        self.keep = keep_lines
+        self.listening = threading.Event()
+        self.addr = None
+        self.lock = threading.Lock()
+        self.last_stats = {}
+
+    def run(self):
+        for line in self.stream:
+            line = line.rstrip("\n")
+            t = time.time() - self.t0
+            if self.echo:
+                self.echo(line)
+            kv = {}
+            for k, v in KV_RE.findall(line):
+                pv = parse_value(v)
+                if pv is not None:
+                    kv[k] = pv
+                elif k == "addr":
+                    kv_addr = v
+                    if " listening " in f" {line} " and self.addr is None:
+                        self.addr = kv_addr
+                        self.listening.set()
+            with self.lock:
+                self.lines.append(line)
+                if len(self.lines) > self.keep:
+                    del self.lines[: len(self.lines) - self.keep]
+                if kv:
+                    self.series.append((t, kv))
+                    if " stats " in line:
+                        self.last_stats = kv
+
+    def last(self, *keys):
+        with self.lock:
+            for t, kv in reversed(self.series):
+                for k in keys:
+                    if k in kv:
+                        return kv[k]
+        return None
+
+    def tail(self, n=15):
+        with self.lock:
+            return self.lines[-n:]
+
+
+# Keys of ringbeat-load's live line ("[  12.0s] up=... pings/s=... pongs/s=... rtt_p99=NNus ...")
+# and of the servers' stats lines ("... info stats conns=... frames_in=... rtt_p99_us=...").
+K_CONNS = ("up", "conns")
+K_HB_TOTAL = ("hb",)  # only the stand-in load used in bench tests prints a running total
+# A heartbeat round trip is a PONG (server and client modes) or, in silent mode, a lone PING.
+K_HB_RATE = {"server": ("pongs/s",), "client": ("pongs/s",), "silent": ("pings/s",)}
+
+
+# ---------- one run ----------
+
+
+def port_free(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pick_port(base):
+    # Below 32768: above it, client ephemeral ports would collide with the listener.
+    for port in range(base, min(base + 200, 32768)):
+        if port_free(port):
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + 200}")
+
+
+def server_cmd(kind, a, port):
+    interval = fmt_duration(a.interval_s)
+    if kind == "ringbeatd":
+        cmd = [a.ringbeatd, "--listen", f"0.0.0.0:{port}", "--mode", a.mode_now,
+               "--interval", interval, "--stats-interval", "1s"]
+        if a.server_workers:
+            cmd += ["--workers", str(a.server_workers)]
+        if a.max_conns:
+            cmd += ["--max-conns", str(a.max_conns)]
+        cmd += a.server_arg
+    else:
+        cmd = [a.epoll_ref, "--listen", f"0.0.0.0:{port}", "--mode", a.mode_now,
+               "--interval", interval, "--stats-interval", "1s"]
+        if a.max_conns:
+            cmd += ["--max-conns", str(a.max_conns)]
+    if a.timeout_s:
+        cmd += ["--timeout", fmt_duration(a.timeout_s)]
+    return cmd
+
+
+def load_cmd(a, port, json_path):
+    n_addr = max(1, math.ceil(a.connections / PER_ADDR_MAX))
+    if n_addr > 254:
+        raise SystemExit("too many connections for 127.0.0.1-127.0.0.254 at 10k per address")
+    target = f"127.0.0.1-127.0.0.{n_addr}:{port}" if n_addr > 1 else f"127.0.0.1:{port}"
+    cmd = [a.load, "--target", target, "--connections", str(a.connections),
+           "--rate", str(a.rate), "--duration", fmt_duration(a.hold_s), "--mode", a.mode_now,
+           "--interval", fmt_duration(a.interval_s), "--json", json_path]
+    if a.timeout_s:
+        cmd += ["--timeout", fmt_duration(a.timeout_s)]
+    if a.silent_pct:
+        cmd += ["--silent-pct", str(a.silent_pct), "--silent-after",
+                fmt_duration(a.silent_after_s)]
+    if a.load_workers:
+        cmd += ["--workers", str(a.load_workers)]
+    cmd += a.load_arg
+    return cmd
+
+
+def run_one(a, kind, label, outdir, stamp):
+    """One server + one load run. Returns the result dict (figures, samples, commands)."""
+    port = pick_port(a.port)
+    a.port = port + 1  # the next run takes a fresh port: a ring's listener lingers ~0.2 s
+    base = os.path.join(outdir, f"{a.scenario}-{stamp}-{label}")
+    load_json = base + "-load.json"
+    t0 = time.time()
+    scmd = server_cmd(kind, a, port)
+    log(f"{label}: server: {' '.join(scmd)} (cpus {a.server_cpus})")
+    srv = spawn(scmd, a.server_cpus)
+    srv_err = LineReader(srv.stderr, t0)
+    srv_err.start()
+    threading.Thread(target=lambda: [None for _ in srv.stdout], daemon=True).start()
+    if not srv_err.listening.wait(10):
+        tail = "\n  ".join(srv_err.tail())
+        raise RuntimeError(f"{kind} did not print a listening line within 10 s:\n  {tail}")
+    time.sleep(1.0)  # let the idle server settle before the "before" memory reading
+    rss0, slab0, cpu0 = proc_rss_bytes(srv.pid), slab_bytes(), proc_cpu_s(srv.pid)
+
+    samples = []  # per second: t, conns, hb_s, rtt_p99_us, rss, cpu_s, slab
+    lcmd = load_cmd(a, port, load_json)
+    log(f"{label}: load: {' '.join(lcmd)} (cpus {a.load_cpus})")
+    t_load = time.time() - t0
+    load = spawn(lcmd, a.load_cpus)
+    load_err = LineReader(load.stderr, t0, echo=(lambda l: print("    load| " + l,
+                                                                  file=sys.stderr))
+                          if a.verbose else None)
+    load_err.start()
+    load_out = []
+    threading.Thread(target=lambda: load_out.extend(load.stdout), daemon=True).start()
+
+    ramp_est = a.connections / max(1, a.rate)
+    deadline = time.time() + ramp_est * 3 + a.hold_s + 30 + a.interval_s
+    prev_hb = None
+    timed_out = False
+    while True:
+        alive_load = load.poll() is None
+        now = time.time()
+        t = now - t0
+        if srv.poll() is not None:
+            log(f"{label}: server exited early with {srv.returncode}")
+            break
+        try:
+            rss, cpu = proc_rss_bytes(srv.pid), proc_cpu_s(srv.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        conns = load_err.last(*K_CONNS)
+        if conns is None:
+            conns = srv_err.last(*K_CONNS)
+        hb_total = load_err.last(*K_HB_TOTAL)
+        hb_rate = load_err.last(*K_HB_RATE[a.mode_now])
+        if hb_rate is None and hb_total is not None and prev_hb is not None:
+            hb_rate = (hb_total - prev_hb[1]) / max(1e-3, t - prev_hb[0])
+        if hb_total is not None:
+            prev_hb = (t, hb_total)
+        # The load measures RTT only for its own PINGs (client mode); in server mode the server
+        # measures its PING -> PONG. A 0 from the load means "no sample this second".
+        rtt = load_err.last("rtt_p99") if a.mode_now == "client" else None
+        if not rtt:
+            rtt = srv_err.last_stats.get("rtt_p99_us")
+        samples.append(dict(t=round(t - t_load, 3), conns=conns, hb_s=hb_rate, rtt_p99_us=rtt,
+                            rss=rss, cpu_s=cpu, slab=slab_bytes(),
+                            srv=dict(srv_err.last_stats)))
+        if not alive_load:
+            break
+        if now > deadline:
+            log(f"{label}: deadline passed, stopping the load generator")
+            timed_out = True
+            os.killpg(load.pid, signal.SIGINT)
+            try:
+                load.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(load.pid, signal.SIGKILL)
+            break
+        time.sleep(max(0.05, 1.0 - (time.time() - now)))
+    t_end = time.time() - t0 - t_load
+    load_rc = load.wait()
+    srv_exit = srv.poll()
+    if srv_exit is None:
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv_exit = srv.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(srv.pid, signal.SIGKILL)
+            srv_exit = srv.wait()
+    for p in (srv, load):
+        if p in CHILDREN:
+            CHILDREN.remove(p)
+    load_err.join(2)
+    srv_err.join(2)
+
+    load_summary = None
+    if os.path.exists(load_json):
+        try:
+            with open(load_json) as f:
+                load_summary = json.load(f)
+        except ValueError as e:
+            log(f"{label}: cannot parse {load_json}: {e}")
+    res = dict(label=label, server=kind, mode=a.mode_now, port=port,
+               server_cmd=scmd, load_cmd=lcmd, server_cpus=a.server_cpus,
+               load_cpus=a.load_cpus, load_exit=load_rc, server_exit=srv_exit,
+               timed_out=timed_out, rss_before=rss0, slab_before=slab0, cpu_before_s=cpu0,
+               samples=samples, load_summary=load_summary,
+               load_tail=load_err.tail(), server_tail=srv_err.tail(8))
+    res["figures"] = figures(a, res, t_end)
+    write_plot(a, res, base)
+    return res
+
+
+def hb_between(a, res, t1, t2):
+    """Heartbeat round trips completed in [t1, t2] and where the count came from."""
+    s = [x for x in res["samples"] if t1 <= x["t"] <= t2]
+    # 1) the server's own count of frames received: in the hold phase every frame a client sends
+    #    is the closing half of one heartbeat (PONG in server mode, PING in client/silent modes).
+    vals = [(x["t"], x["srv"].get("frames_in")) for x in s]
+    vals = [v for v in vals if v[1] is not None]
+    if len(vals) >= 2 and vals[-1][1] > vals[0][1]:
+        return vals[-1][1] - vals[0][1], vals[-1][0] - vals[0][0], "server counters"
+    # 2) the load generator's per-second rate, integrated
+    rates = [x["hb_s"] for x in s if x["hb_s"] is not None]
+    if len(rates) >= 2:
+        return sum(rates[1:]) * ((s[-1]["t"] - s[0]["t"]) / max(1, len(rates) - 1)), \
+            s[-1]["t"] - s[0]["t"], "load live line"
+    # 3) what the configuration implies
+    conns = statistics.median([x["conns"] for x in s if x["conns"]] or [a.connections])
+    return conns * (t2 - t1) / a.interval_s, t2 - t1, "estimated (conns/interval)"
+
+
+def figures(a, res, t_end):
+    s = res["samples"]
+    f = {}
+    target = a.connections
+    # Ramp: from the load's start until the connection count first reaches the target.
+    t_full = next((x["t"] for x in s if x["conns"] and x["conns"] >= target), None)
+    ls = res["load_summary"] or {}
+    if ls.get("ramp_s"):
+        f["ramp_s"] = ls["ramp_s"]
+    elif t_full is not None:
+        f["ramp_s"] = t_full
+    if f.get("ramp_s"):
+        f["accept_rate_per_s"] = round(target / f["ramp_s"])
+    t_full = t_full if t_full is not None else f.get("ramp_s", target / a.rate)
+    # Hold window: one interval after the ramp (steady state) to 1 s before the load's end.
+    # The load's hold ends at ramp + hold; after that it closes connections (teardown).
+    h1, h2 = t_full + a.interval_s + 1.0, min(t_end, f.get("ramp_s", t_full) + a.hold_s) - 1.0
+    hold = [x for x in s if h1 <= x["t"] <= h2]
+    f["hold_window_s"] = [round(h1, 1), round(h2, 1)]
+    if len(hold) >= 2:
+        conns = statistics.median([x["conns"] for x in hold if x["conns"]] or [target])
+        f["conns_held"] = int(conns)
+        rss = statistics.median([x["rss"] for x in hold])
+        slab = statistics.median([x["slab"] for x in hold])
+        f["server_rss_hold_bytes"] = int(rss)
+        f["server_rss_per_conn_bytes"] = round((rss - res["rss_before"]) / conns, 1)
+        f["kernel_slab_per_conn_bytes"] = round((slab - res["slab_before"]) / conns, 1)
+        cpu = hold[-1]["cpu_s"] - hold[0]["cpu_s"]
+        hb, span, src = hb_between(a, res, hold[0]["t"], hold[-1]["t"])
+        f["hold_cpu_s"] = round(cpu, 3)
+        f["hold_heartbeats"] = int(hb)
+        f["heartbeats_source"] = src
+        f["heartbeats_per_s"] = round(hb / span) if span > 0 else None
+        f["server_cpu_pct"] = round(100 * cpu / span, 1) if span > 0 else None
+        f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
+        rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"] is not None]
+        if rtts:
+            f["rtt_p99_us_live_median"] = statistics.median(rtts)
+    else:
+        f["note"] = "hold phase too short to measure (need >= 2 samples after the ramp)"
+    # From the load generator's summary (tools/load/main.c write_json).
+    if ls:
+        rtt = ls.get("rtt_us") or {}
+        if rtt.get("count"):
+            f["rtt_p99_us"] = rtt.get("p99")
+            f["rtt_source"] = "load (client PING -> server PONG, from scheduled send)"
+        for k in ("connections_established", "connect_failures", "false_deaths", "silenced",
+                  "detected", "undetected", "detected_early", "closed_eof", "closed_reset",
+                  "protocol_errors"):
+            if k in ls:
+                f[f"load.{k}"] = ls[k]
+        f["false_deaths"] = ls.get("false_deaths")
+        late = ls.get("detection_lateness_ms") or {}
+        if ls.get("detected"):
+            for q in ("p50", "p99", "max"):
+                f[f"detection_lateness_ms_{q}"] = late.get(q)
+        if ls.get("connect_rate_per_s"):
+            f["load.connect_rate_per_s"] = ls["connect_rate_per_s"]
+    if "rtt_p99_us" not in f and "rtt_p99_us_live_median" in f:
+        f["rtt_p99_us"] = f["rtt_p99_us_live_median"]
+        f["rtt_source"] = "server stats line (its PING -> PONG), median over the hold"
+    return f
+
+
+# ---------- plotting ----------
+
+
+def write_plot(a, res, base):
+    dat = base + ".dat"
+    with open(dat, "w") as f:
+        f.write("# t_s conns hb_per_s rtt_p99_us rss_mib cpu_pct slab_mib\n")
+        prev = None
+        for x in res["samples"]:
+            cpu_pct = "?"
+            if prev is not None and x["t"] > prev["t"]:
+                cpu_pct = f"{100 * (x['cpu_s'] - prev['cpu_s']) / (x['t'] - prev['t']):.1f}"
+            prev = x
+
+            def q(v):
+                return "?" if v is None else f"{v:g}"
+
+            rtt = x["rtt_p99_us"] if x["rtt_p99_us"] else None  # 0: none yet (log axis)
+            f.write(f"{x['t']:.2f} {q(x['conns'])} {q(x['hb_s'])} {q(rtt)} "
+                    f"{x['rss'] / 1048576:.2f} {cpu_pct} {x['slab'] / 1048576:.1f}\n")
+    res["data_file"] = dat
+    if a.no_plot or not shutil.which("gnuplot"):
+        return
+    png = base + ".png"
+    title = (f"{a.scenario} {res['label']}: {res['server']} mode={res['mode']} "
+             f"{a.connections} conns interval={fmt_duration(a.interval_s)}")
+    rtt_title = ("RTT p99 (us), load generator, per second" if res["mode"] == "client" else
+                 "RTT p99 (us), server's PING->PONG, cumulative since start")
+    # gnuplot refuses a panel whose points are all undefined: say which series exist.
+    have = {k: int(any(x[k] for x in res["samples"])) for k in ("conns", "hb_s", "rtt_p99_us")}
+    r = subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; "
+                        f"plottitle='{title}'; have_conns={have['conns']}; "
+                        f"have_hb={have['hb_s']}; have_rtt={have['rtt_p99_us']}; "
+                        f"rtt_title='{rtt_title}'",
+                        os.path.join(REPO, "bench", "plot.gp")],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()[:300]}")
+    else:
+        res["plot"] = png
+
+
+# ---------- reporting ----------
+
+
+def fmt_num(v, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.2f}{unit}"
+    return f"{int(v):,}{unit}"
+
+
+ROWS = [
+    ("connections held", "conns_held", ""),
+    ("ramp (s)", "ramp_s", ""),
+    ("accept rate (conn/s)", "accept_rate_per_s", ""),
+    ("heartbeats/s (hold)", "heartbeats_per_s", ""),
+    ("server CPU (% of a core)", "server_cpu_pct", ""),
+    ("server CPU per heartbeat (us)", "server_cpu_us_per_heartbeat", ""),
+    ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
+    ("kernel slab per conn (B)", "kernel_slab_per_conn_bytes", ""),
+    ("RTT p99 (us)", "rtt_p99_us", ""),
+    ("false deaths", "false_deaths", ""),
+    ("detection lateness p50 (ms)", "detection_lateness_ms_p50", ""),
+    ("detection lateness p99 (ms)", "detection_lateness_ms_p99", ""),
+    ("detection lateness max (ms)", "detection_lateness_ms_max", ""),
+]
+
+
+def print_table(runs):
+    head = f"{'figure':32}" + "".join(f"{r['label']:>16}" for r in runs)
+    print(head)
+    print("-" * len(head))
+    for name, key, unit in ROWS:
+        print(f"{name:32}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>16}"
+                                      for r in runs))
+    extra = ["load.connections_established", "load.connect_failures"]
+    if any(r["figures"].get("load.silenced") for r in runs):
+        extra += ["load.silenced", "load.detected", "load.undetected", "load.detected_early"]
+    for k in extra:
+        print(f"{k[:32]:32}" + "".join(f"{fmt_num(r['figures'].get(k)):>16}" for r in runs))
+    for r in runs:
+        ok = r["load_exit"] == 0 and not r["timed_out"]
+        print(f"{r['label']}: load exit {r['load_exit']}, server exit {r['server_exit']}, "
+              f"heartbeats from {r['figures'].get('heartbeats_source', 'n/a')}"
+              f"{'' if ok else '  <-- NOT CLEAN'}")
+
+
+def ratios(runs, num_kind, den_kind, mode):
+    """Median over rounds of ringbeatd/epoll_ref for each figure, pairing rounds in order."""
+    num = [r for r in runs if r["server"] == num_kind and r["mode"] == mode]
+    den = [r for r in runs if r["server"] == den_kind and r["mode"] == mode]
+    out = {}
+    for key in ("server_cpu_us_per_heartbeat", "server_rss_per_conn_bytes", "rtt_p99_us"):
+        rs = []
+        for x, y in zip(num, den):
+            vx, vy = x["figures"].get(key), y["figures"].get(key)
+            if vx is not None and vy:
+                rs.append(vx / vy)
+        if rs:
+            out[key] = dict(median=round(statistics.median(rs), 3),
+                            each=[round(v, 3) for v in rs])
+    return out
+
+
+# ---------- main ----------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--build", default=os.path.join(REPO, "build"),
+                    help="build directory holding tools/ and bench/ (default: build)")
+    ap.add_argument("--ringbeatd", help="ringbeatd binary (default: BUILD/tools/ringbeatd)")
+    ap.add_argument("--load", help="ringbeat-load binary (default: BUILD/tools/ringbeat-load)")
+    ap.add_argument("--epoll-ref", help="epoll_ref binary (default: BUILD/bench/epoll_ref)")
+    ap.add_argument("--server", choices=("ringbeatd", "epoll_ref"), default="ringbeatd",
+                    help="server for smoke/100k/1m/custom (compare runs both)")
+    ap.add_argument("--connections", type=int)
+    ap.add_argument("--rate", type=int, help="connects per second during the ramp")
+    ap.add_argument("--hold", type=parse_duration_s, help="hold time after the ramp")
+    ap.add_argument("--interval", type=parse_duration_s)
+    ap.add_argument("--timeout", type=parse_duration_s, help="default: the server's 3 x interval")
+    ap.add_argument("--mode", choices=("server", "client", "silent"))
+    ap.add_argument("--silent-pct", type=float)
+    ap.add_argument("--silent-after", type=parse_duration_s)
+    ap.add_argument("--rounds", type=int, help="compare: alternations per server")
+    ap.add_argument("--no-silent", action="store_true", help="compare: skip the silent-mode runs")
+    ap.add_argument("--port", type=int, default=7600, help="first listening port (< 32768)")
+    ap.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = none)")
+    ap.add_argument("--load-cpus", default="1", help="taskset list for the load ('' = none)")
+    ap.add_argument("--server-workers", type=int,
+                    help="ringbeatd --workers (default: 1 when pinned to one core)")
+    ap.add_argument("--load-workers", type=int)
+    ap.add_argument("--max-conns", type=int)
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra ringbeatd argument (repeatable), e.g. --server-arg=--batch-window=1ms")
+    ap.add_argument("--load-arg", action="append", default=[], help="extra ringbeat-load argument")
+    ap.add_argument("--results", default=os.path.join(REPO, "results"))
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="echo the load's live lines")
+    a = ap.parse_args()
+
+    d = SCENARIOS[a.scenario]
+    a.connections = a.connections or d["connections"]
+    a.rate = a.rate or d["rate"]
+    a.hold_s = a.hold if a.hold is not None else parse_duration_s(d["hold"])
+    a.interval_s = a.interval or parse_duration_s(d["interval"])
+    a.timeout_s = a.timeout
+    a.mode = a.mode or d["mode"]
+    a.silent_pct = a.silent_pct if a.silent_pct is not None else d.get("silent_pct", 0.0)
+    a.silent_after_s = a.silent_after or parse_duration_s(d.get("silent_after", "10s"))
+    a.rounds = a.rounds or d.get("rounds", 1)
+    a.server_cpus = a.server_cpus or None
+    a.load_cpus = a.load_cpus or None
+    if a.server_workers is None and a.server_cpus and re.fullmatch(r"\d+", a.server_cpus):
+        a.server_workers = 1
+    a.ringbeatd = a.ringbeatd or os.path.join(a.build, "tools", "ringbeatd")
+    a.load = a.load or os.path.join(a.build, "tools", "ringbeat-load")
+    a.epoll_ref = a.epoll_ref or os.path.join(a.build, "bench", "epoll_ref")
+    if a.port >= 32768:
+        ap.error("--port must be below 32768 (ephemeral ports start there)")
+    if (os.cpu_count() or 1) < 2:
+        a.server_cpus = a.load_cpus = None
+        log("one CPU only: server and load are not pinned")
+
+    plan = []  # (server kind, mode, label)
+    if a.scenario == "compare":
+        for i in range(1, a.rounds + 1):
+            plan.append(("ringbeatd", a.mode, f"ringbeatd-{a.mode}-{i}"))
+            plan.append(("epoll_ref", a.mode, f"epoll_ref-{a.mode}-{i}"))
+            if not a.no_silent and a.mode != "silent":
+                plan.append(("ringbeatd", "silent", f"ringbeatd-silent-{i}"))
+                plan.append(("epoll_ref", "silent", f"epoll_ref-silent-{i}"))
+    else:
+        plan.append((a.server, a.mode, a.server))
+    needed = {a.load} | {a.ringbeatd if k == "ringbeatd" else a.epoll_ref for k, _, _ in plan}
+    missing = [p for p in needed if not os.access(p, os.X_OK)]
+    if missing:
+        raise SystemExit("missing binaries (build them first): " + ", ".join(missing))
+
+    os.makedirs(a.results, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    signal.signal(signal.SIGTERM, on_term)
+    log(f"scenario {a.scenario}: {a.connections} connections at {a.rate}/s, hold "
+        f"{a.hold_s:g} s, interval {a.interval_s:g} s, mode {a.mode}; server on cpus "
+        f"{a.server_cpus or 'any'}, load on cpus {a.load_cpus or 'any'} (taskset)")
+    runs = []
+    try:
+        for kind, mode, label in plan:
+            a.mode_now = mode
+            runs.append(run_one(a, kind, label, a.results, stamp))
+            time.sleep(1.0)  # let TIME_WAIT/CLOSE_WAIT sockets of the last run go
+    except KeyboardInterrupt:
+        log("interrupted: killing children")
+    finally:
+        kill_children()
+    if not runs:
+        return 1
+    out = dict(scenario=a.scenario, started=stamp, host=dict(cpus=os.cpu_count(),
+               kernel=os.uname().release),
+               config=dict(connections=a.connections, rate=a.rate, hold_s=a.hold_s,
+                           interval_s=a.interval_s, timeout_s=a.timeout_s, mode=a.mode,
+                           silent_pct=a.silent_pct, silent_after_s=a.silent_after_s,
+                           rounds=a.rounds, server_cpus=a.server_cpus, load_cpus=a.load_cpus,
+                           server_workers=a.server_workers),
+               argv=sys.argv, runs=runs)
+    print()
+    print(f"scenario {a.scenario}: {a.connections} connections, interval {a.interval_s:g} s, "
+          f"hold {a.hold_s:g} s; server pinned to cpu {a.server_cpus or '-'}, "
+          f"load to cpu {a.load_cpus or '-'}")
+    print_table(runs)
+    if a.scenario == "compare":
+        out["ratios"] = {}
+        for mode in sorted({r["mode"] for r in runs}):
+            rr = ratios(runs, "ringbeatd", "epoll_ref", mode)
+            out["ratios"][f"ringbeatd/epoll_ref {mode}"] = rr
+            print(f"\nringbeatd / epoll_ref, mode {mode} (median over rounds; <1 = ringbeatd "
+                  f"better):")
+            for k, v in rr.items():
+                print(f"  {k:32} {v['median']:.3f}   rounds: {v['each']}")
+        for kind in ("ringbeatd", "epoll_ref"):
+            rr = {}
+            srv = [r for r in runs if r["server"] == kind and r["mode"] == a.mode]
+            sil = [r for r in runs if r["server"] == kind and r["mode"] == "silent"]
+            for x, y in zip(sil, srv):
+                vx = x["figures"].get("server_cpu_us_per_heartbeat")
+                vy = y["figures"].get("server_cpu_us_per_heartbeat")
+                if vx is not None and vy:
+                    rr.setdefault("each", []).append(round(vx / vy, 3))
+            if rr:
+                rr["median"] = statistics.median(rr["each"])
+                out["ratios"][f"{kind} silent/{a.mode} cpu per heartbeat"] = rr
+                print(f"  {kind}: silent / {a.mode} CPU per heartbeat {rr['median']:.3f}"
+                      f"   rounds: {rr['each']}")
+    path = os.path.join(a.results, f"{a.scenario}-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"\nresults: {path}")
+    for r in runs:
+        if r.get("plot"):
+            print(f"plot:    {r['plot']}")
+    bad = [r for r in runs if r["load_exit"] != 0 or r["timed_out"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

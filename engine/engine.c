@@ -1,0 +1,362 @@
+/* engine.c — engine life cycle: configuration, listeners, worker threads, cross-thread calls. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+uint64_t rb__clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void rb_config_init(struct rb_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->mode = RB_MODE_SERVER;
+    cfg->interval_ms = 30000;
+    cfg->min_interval_ms = 1000;
+    cfg->max_interval_ms = 3600000;
+    cfg->tick_ms = 10;
+    cfg->max_conns = 1048576;
+    cfg->max_frame = 4096;
+    cfg->ring_entries = 2048;
+    cfg->buffers = 256;
+    cfg->buffer_size = 1024;
+    cfg->batch_size = 64;
+    cfg->drain_timeout_ms = 5000;
+    cfg->max_pending_out = 65536;
+}
+
+/* Fills in derived defaults and refuses settings the engine cannot honour. */
+static int config_normalize(struct rb_config *c)
+{
+    if (!c->timeout_ms)
+        c->timeout_ms = c->interval_ms > UINT32_MAX / 3 ? UINT32_MAX : c->interval_ms * 3;
+    if (!c->max_timeout_ms)
+        c->max_timeout_ms =
+            c->max_interval_ms > UINT32_MAX / 4 ? UINT32_MAX : c->max_interval_ms * 4;
+    if (!c->listen_count) {
+        c->listen[0] = "0.0.0.0:7600";
+        c->listen_count = 1;
+    }
+    if (!c->workers) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n > 0 ? (unsigned)n : 1;
+    }
+    if (!c->batch_size)
+        c->batch_size = 1;
+    if (c->interval_ms == 0 || c->timeout_ms <= c->interval_ms || c->tick_ms == 0 ||
+        c->min_interval_ms == 0 || c->min_interval_ms > c->max_interval_ms ||
+        c->max_timeout_ms <= c->min_interval_ms || c->listen_count > RB_LISTEN_MAX ||
+        c->max_conns == 0 || c->max_frame == 0 || c->max_frame > 65535 || c->workers > 256 ||
+        c->ring_entries < 8 || c->ring_entries > 32768 || c->buffers == 0 ||
+        (c->buffers & (c->buffers - 1)) || c->buffers > 32768 || c->buffer_size < 64 ||
+        c->max_pending_out < RB__CONTROL_MAX + c->max_frame + RB_FRAME_HEADER_LEN ||
+        c->timeout_ms > (1u << 30) || c->mode > RB_MODE_SILENT)
+        return -EINVAL;
+    return 0;
+}
+
+int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
+{
+    struct rb_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    e->cfg = *cfg;
+    int ret = config_normalize(&e->cfg);
+    if (ret < 0) {
+        free(e);
+        return ret;
+    }
+    e->nworkers = e->cfg.workers;
+
+    /* Direct descriptors do not count against RLIMIT_NOFILE, but each ring's table may not be
+     * larger than it: capacity comes from more rings, opened as tables fill. */
+    struct rlimit rl;
+    uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+    uint64_t per_worker = ((uint64_t)e->cfg.max_conns + e->nworkers - 1) / e->nworkers;
+    per_worker = per_worker + per_worker / 4 + 1024; /* SO_REUSEPORT spreads unevenly */
+    uint64_t slots = e->cfg.slots_per_ring ? e->cfg.slots_per_ring : per_worker;
+    if (slots > limit)
+        slots = limit;
+    if (slots >= RB__MAX_SLOTS)
+        slots = RB__MAX_SLOTS - 1;
+    if (slots < 16) {
+        free(e);
+        return -EINVAL;
+    }
+    e->slots_per_ring = (uint32_t)slots;
+    uint64_t rings = (per_worker + slots - 1) / slots + 1;
+    if (rings * e->nworkers > RB__MAX_RINGS)
+        rings = RB__MAX_RINGS / e->nworkers;
+    e->rings_per_worker_max = (unsigned)rings;
+
+    e->ring_by_gindex = calloc((size_t)e->nworkers * rings, sizeof(*e->ring_by_gindex));
+    e->workers = calloc(e->nworkers, sizeof(*e->workers));
+    if (!e->ring_by_gindex || !e->workers) {
+        free(e->ring_by_gindex);
+        free(e->workers);
+        free(e);
+        return -ENOMEM;
+    }
+    e->epoch_ns = rb__clock_ns() - 1000000000ULL; /* keeps the clock's first values non-zero */
+    if (getrandom(&e->token_key, sizeof(e->token_key), GRND_NONBLOCK) != sizeof(e->token_key))
+        e->token_key = rb__clock_ns() * 0x9E3779B97F4A7C15ULL;
+    pthread_mutex_init(&e->start_lock, NULL);
+    pthread_cond_init(&e->start_cond, NULL);
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        ret = rb__worker_init(&e->workers[i], e, i);
+        if (ret < 0) {
+            rb_engine_destroy(e);
+            return ret;
+        }
+    }
+    *out = e;
+    return 0;
+}
+
+/* "A.B.C.D:PORT", "[v6]:PORT" or "*:PORT". */
+static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[128];
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -EINVAL;
+    size_t hlen = (size_t)(colon - s);
+    if (s[0] == '[') {
+        if (hlen < 2 || s[hlen - 1] != ']')
+            return -EINVAL;
+        s++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535 || colon[1] == 0)
+        return -EINVAL;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%ld", port);
+    if (getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints, &ai) != 0)
+        return -EINVAL;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+static uint16_t get_port(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/*
+ * One listener per worker and address, joined by SO_REUSEPORT, so the kernel spreads arrivals
+ * over the workers. Options set here are inherited by every accepted socket, which spares an
+ * SQE per connection: TCP_USER_TIMEOUT (a peer that stops acknowledging our data is dropped by
+ * the kernel too) and TCP_NODELAY (heartbeats are single small frames).
+ */
+static int open_listener(struct rb_engine *e, unsigned i, int *out_fd)
+{
+    struct sockaddr_storage *ss = &e->addrs[i];
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    unsigned timeout_ms = e->cfg.timeout_ms;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof(timeout_ms));
+    if (ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int ret = 0;
+    /* A restarted server may find its old sockets still being torn down: retry a moment. */
+    for (int attempt = 0; attempt < 40; attempt++) {
+        ret = bind(fd, (struct sockaddr *)ss, e->addr_lens[i]) == 0 ? 0 : -errno;
+        if (ret != -EADDRINUSE)
+            break;
+        usleep(50000);
+    }
+    if (ret == 0 && listen(fd, 4096) < 0)
+        ret = -errno;
+    if (ret == 0 && get_port(ss) == 0) {
+        socklen_t len = e->addr_lens[i];
+        if (getsockname(fd, (struct sockaddr *)ss, &len) < 0)
+            ret = -errno;
+    }
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+int rb_engine_start(struct rb_engine *e)
+{
+    int ret;
+    for (unsigned i = 0; i < e->cfg.listen_count; i++) {
+        if ((ret = parse_addr(e->cfg.listen[i], &e->addrs[i], &e->addr_lens[i])) < 0)
+            return ret;
+        /* Port 0: the first worker's bind picks the port, the others join it. */
+        for (unsigned w = 0; w < e->nworkers; w++) {
+            if ((ret = open_listener(e, i, &e->workers[w].listen_fd[i])) < 0)
+                return ret;
+        }
+        e->ports[i] = get_port(&e->addrs[i]);
+        set_port(&e->addrs[i], e->ports[i]);
+    }
+    for (unsigned w = 0; w < e->nworkers; w++) {
+        ret = pthread_create(&e->workers[w].thread, NULL, rb__worker_main, &e->workers[w]);
+        if (ret) {
+            rb_engine_stop(e);
+            return -ret;
+        }
+        e->workers[w].thread_started = true;
+    }
+    pthread_mutex_lock(&e->start_lock);
+    while (e->started + e->start_failed < e->nworkers)
+        pthread_cond_wait(&e->start_cond, &e->start_lock);
+    ret = e->start_error;
+    pthread_mutex_unlock(&e->start_lock);
+    if (ret < 0) {
+        rb_engine_stop(e);
+        return ret;
+    }
+    for (unsigned i = 0; i < e->cfg.listen_count; i++) {
+        char host[INET6_ADDRSTRLEN] = "?";
+        const struct sockaddr_storage *ss = &e->addrs[i];
+        inet_ntop(ss->ss_family,
+                  ss->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+                                           : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr,
+                  host, sizeof(host));
+        rb_log(RB_LOG_INFO, "listening", ss->ss_family == AF_INET6 ? "addr=[%s]:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u"
+                                                                     : "addr=%s:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u",
+               host, e->ports[i], e->nworkers, e->slots_per_ring, e->rings_per_worker_max);
+    }
+    return 0;
+}
+
+void rb_engine_stop(struct rb_engine *e)
+{
+    atomic_store_explicit(&e->stop, 1, memory_order_release);
+    for (unsigned w = 0; w < e->nworkers; w++)
+        if (e->workers[w].wake_fd >= 0)
+            rb__worker_wake(&e->workers[w]);
+}
+
+int rb_engine_wait(struct rb_engine *e)
+{
+    int ret = 0;
+    for (unsigned w = 0; w < e->nworkers; w++) {
+        if (e->workers[w].thread_started) {
+            pthread_join(e->workers[w].thread, NULL);
+            e->workers[w].thread_started = false;
+        }
+        if (e->workers[w].error && !ret)
+            ret = e->workers[w].error;
+    }
+    return ret;
+}
+
+void rb_engine_destroy(struct rb_engine *e)
+{
+    if (!e)
+        return;
+    rb_engine_stop(e);
+    rb_engine_wait(e);
+    for (unsigned w = 0; w < e->nworkers; w++)
+        rb__worker_destroy(&e->workers[w]);
+    pthread_mutex_destroy(&e->start_lock);
+    pthread_cond_destroy(&e->start_cond);
+    free(e->workers);
+    free(e->ring_by_gindex);
+    free(e);
+}
+
+uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener)
+{
+    return listener < e->cfg.listen_count ? e->ports[listener] : 0;
+}
+
+static struct rb__worker *owner_of(struct rb_engine *e, uint64_t id)
+{
+    uint32_t gring = rb__id_ring(id);
+    if (gring >= e->nworkers * e->rings_per_worker_max)
+        return NULL;
+    return &e->workers[gring / e->rings_per_worker_max];
+}
+
+int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len)
+{
+    struct rb__worker *w = owner_of(e, id);
+    if (!w)
+        return -ENOENT;
+    if (len > e->cfg.max_frame)
+        return -EMSGSIZE;
+    if (rb__current_worker == w)
+        return rb__conn_send_local(w, id, data, len);
+    struct rb__msg m = {.id = id, .len = (uint32_t)len, .data = malloc(len ? len : 1)};
+    if (!m.data)
+        return -ENOMEM;
+    memcpy(m.data, data, len);
+    int ret = rb__worker_post(w, &m);
+    if (ret < 0)
+        free(m.data);
+    return ret;
+}
+
+int rb_close(struct rb_engine *e, uint64_t id, uint16_t code)
+{
+    struct rb__worker *w = owner_of(e, id);
+    if (!w)
+        return -ENOENT;
+    if (rb__current_worker == w)
+        return rb__conn_close_local(w, id, code);
+    struct rb__msg m = {.id = id, .code = code};
+    return rb__worker_post(w, &m);
+}
+
+int rb_engine_worker_stats(struct rb_engine *e, unsigned worker, struct rb_stats *out)
+{
+    if (worker >= e->nworkers)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    rb__stats_add(out, &e->workers[worker].stats);
+    return 0;
+}
+
+void rb_engine_stats(struct rb_engine *e, struct rb_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned w = 0; w < e->nworkers; w++)
+        rb__stats_add(out, &e->workers[w].stats);
+}

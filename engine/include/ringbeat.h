@@ -1,0 +1,222 @@
+/* ringbeat.h — public API of the ringbeat io_uring heartbeat engine (the only header to include). */
+#ifndef RINGBEAT_H
+#define RINGBEAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RB_VERSION_MAJOR 0
+#define RB_VERSION_MINOR 1
+#define RB_VERSION_PATCH 0
+#define RB_VERSION_STRING "0.1.0"
+
+/* Wire protocol v1 (docs/protocol.md). */
+#define RB_PROTO_VERSION 1
+#define RB_FRAME_HEADER_LEN 4
+#define RB_CLIENT_ID_MAX 64
+
+enum rb_frame_type {
+    RB_FRAME_HELLO = 0x01,
+    RB_FRAME_WELCOME = 0x02,
+    RB_FRAME_PING = 0x03,
+    RB_FRAME_PONG = 0x04,
+    RB_FRAME_DATA = 0x05,
+    RB_FRAME_CLOSE = 0x06,
+};
+#define RB_FRAME_TYPE_MAX 7 /* array bound for per-type counters (index 0 unused) */
+
+enum rb_mode {
+    RB_MODE_SERVER = 0, /* the server PINGs after an interval of silence, the client answers PONG */
+    RB_MODE_CLIENT = 1, /* the client PINGs every interval, the server answers PONG */
+    RB_MODE_SILENT = 2, /* the client PINGs, the server only records that it is alive */
+};
+
+/* CLOSE codes on the wire (1..7) and local close reasons (64 and up, never sent). */
+enum rb_close_code {
+    RB_CLOSE_NORMAL = 1,
+    RB_CLOSE_TIMEOUT = 2,
+    RB_CLOSE_PROTOCOL = 3,
+    RB_CLOSE_FULL = 4,
+    RB_CLOSE_SHUTDOWN = 5,
+    RB_CLOSE_TOO_BIG = 6,
+    RB_CLOSE_SLOW_READER = 7, /* extension: the peer does not read; pending output hit its cap */
+    RB_CLOSE_PEER = 64,       /* the peer sent CLOSE */
+    RB_CLOSE_EOF = 65,        /* the peer closed its side (FIN) */
+    RB_CLOSE_RESET = 66,      /* the peer reset the connection, or another socket error */
+};
+#define RB_CLOSE_REASON_MAX 67 /* array bound for per-reason counters */
+
+/* Liveness decays in steps; see docs/design.md ("the mark"). */
+enum rb_liveness {
+    RB_ALIVE = 0,
+    RB_SUSPECT = 1,
+    RB_DEAD = 2,
+};
+
+struct rb_engine;
+
+/* What the application learns when a connection identifies itself (its first complete frame). */
+struct rb_conn_info {
+    uint64_t id;                  /* stable for the connection's life; never reused soon */
+    unsigned worker;              /* the worker thread that owns it */
+    enum rb_mode mode;            /* effective values after clamping */
+    uint32_t interval_ms;
+    uint32_t timeout_ms;
+    const char *client_id;        /* from HELLO; not NUL-terminated; may be empty */
+    size_t client_id_len;
+    struct sockaddr_storage peer; /* ss_family == AF_UNSPEC unless rb_config.peer_addr */
+};
+
+/*
+ * Callbacks run on the owning worker thread, between completions of one loop turn. They may call
+ * rb_send() and rb_close() (cheap on the owning thread) and rb_engine_stats(); they must not block,
+ * must not call rb_engine_stop()'s waiters (rb_engine_wait, rb_engine_destroy), and must return
+ * quickly: every connection of that worker waits for them. Data pointers are valid only during the
+ * call. Any callback may be NULL.
+ */
+struct rb_callbacks {
+    void (*on_open)(struct rb_engine *e, const struct rb_conn_info *info, void *user);
+    void (*on_data)(struct rb_engine *e, uint64_t id, const void *data, size_t len, void *user);
+    void (*on_liveness)(struct rb_engine *e, uint64_t id, enum rb_liveness from,
+                        enum rb_liveness to, void *user);
+    /* reason is an rb_close_code; for RB_CLOSE_PEER, peer_code is the code the peer sent. */
+    void (*on_close)(struct rb_engine *e, uint64_t id, int reason, int peer_code, void *user);
+};
+
+#define RB_LISTEN_MAX 16
+
+struct rb_config {
+    const char *listen[RB_LISTEN_MAX]; /* "ADDR:PORT", "[v6]:PORT"; port 0 picks one */
+    unsigned listen_count;             /* 0 means "0.0.0.0:7600" */
+    unsigned workers;                  /* 0: one per online core */
+    enum rb_mode mode;                 /* default for connections without HELLO */
+    uint32_t interval_ms;              /* default heartbeat interval (30000) */
+    uint32_t timeout_ms;               /* default liveness timeout (0: 3 x interval) */
+    uint32_t min_interval_ms;          /* HELLO clamps (1000 .. 3600000) */
+    uint32_t max_interval_ms;
+    uint32_t max_timeout_ms;           /* HELLO clamp for timeout (0: 4 x max_interval) */
+    uint32_t tick_ms;                  /* wheel tick = detection precision (10) */
+    uint32_t max_conns;                /* beyond: CLOSE(4) (default 1048576) */
+    uint32_t max_frame;                /* largest DATA payload (4096) */
+    uint32_t ring_entries;             /* SQ entries per ring (2048; the CQ has 4x) */
+    uint32_t buffers;                  /* provided receive buffers per ring (256) */
+    uint32_t buffer_size;              /* bytes per provided buffer (1024) */
+    uint32_t batch_window_us;          /* wait up to this for a batch of completions (0: off) */
+    uint32_t batch_size;               /* the batch that ends the window early (64) */
+    uint32_t drain_timeout_ms;         /* stop: time allowed to flush CLOSE(5) (5000) */
+    uint32_t max_pending_out;          /* per-connection queued output cap, bytes (65536) */
+    uint32_t slots_per_ring;           /* fixed-file slots per ring (0: from RLIMIT_NOFILE) */
+    bool peer_addr;                    /* fetch each peer's address for on_open (costs 2 syscalls) */
+    bool echo_data;                    /* echo DATA back when on_data is NULL (ringbeatd: true) */
+    struct rb_callbacks cb;
+    void *user;
+};
+
+/* Fills cfg with the defaults listed above. */
+void rb_config_init(struct rb_config *cfg);
+
+/* Histograms share one layout: bucket i counts values <= bounds[i]; the last bucket is +Inf. */
+#define RB_HIST_BUCKETS 16
+extern const uint32_t rb_rtt_bounds_us[RB_HIST_BUCKETS - 1];
+extern const uint32_t rb_lateness_bounds_ms[RB_HIST_BUCKETS - 1];
+
+struct rb_hist {
+    uint64_t bucket[RB_HIST_BUCKETS];
+    uint64_t count;
+    uint64_t sum; /* in the histogram's unit */
+};
+
+struct rb_stats {
+    uint64_t conns;                  /* open now */
+    uint64_t by_liveness[3];         /* open now, by enum rb_liveness (dead ones are closing) */
+    uint64_t by_weight[8];           /* open now, by remaining weight of the mark (0..7, capped) */
+    uint64_t accepted;               /* total */
+    uint64_t rejected_full;          /* CLOSE(4) */
+    uint64_t closed[RB_CLOSE_REASON_MAX];
+    uint64_t frames_in[RB_FRAME_TYPE_MAX];
+    uint64_t frames_out[RB_FRAME_TYPE_MAX];
+    uint64_t bytes_in, bytes_out;
+    uint64_t pong_unmatched;         /* PONGs whose token we did not issue (liveness still counts) */
+    uint64_t loop_turns, submits, sqes_submitted;
+    uint64_t enobufs, cq_overflow, send_retries;
+    uint64_t timer_fires;
+    struct rb_hist rtt_us;           /* server-initiated PING to PONG */
+    struct rb_hist lateness_ms;      /* dead detection minus (last frame + timeout) */
+    unsigned workers, rings;
+};
+
+/* All functions that can fail return 0 or a negative errno. */
+int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out);
+/* Binds every listener and starts the workers; returns once all of them accept. */
+int rb_engine_start(struct rb_engine *e);
+/* Asks every worker to drain: CLOSE(5) to each connection, then exit. Thread- and signal-safe. */
+void rb_engine_stop(struct rb_engine *e);
+/* Waits for the workers to finish; returns the first worker error, or 0. */
+int rb_engine_wait(struct rb_engine *e);
+void rb_engine_destroy(struct rb_engine *e);
+
+/* The port listener i is bound to (useful with port 0); 0 if there is no such listener. */
+uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener);
+
+/*
+ * Sends a DATA frame to connection id. On the owning worker (inside a callback) this queues the
+ * frame for the loop's next submit; from any other thread it copies the payload into a bounded
+ * hand-off queue of the owning worker (one allocation, one CAS, one eventfd write).
+ * -ENOENT: no such connection; -EMSGSIZE: len > max_frame; -EAGAIN: hand-off queue full.
+ */
+int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len);
+/* Sends CLOSE(code) and releases the connection; same threading rules as rb_send. */
+int rb_close(struct rb_engine *e, uint64_t id, uint16_t code);
+
+/* Sums the workers' counters (relaxed reads: each counter is exact, the set is not a snapshot). */
+void rb_engine_stats(struct rb_engine *e, struct rb_stats *out);
+int rb_engine_worker_stats(struct rb_engine *e, unsigned worker, struct rb_stats *out);
+
+/* jemalloc's view of the process (stats.allocated / stats.resident), 0 when unavailable. */
+void rb_memory_stats(uint64_t *allocated_bytes, uint64_t *resident_bytes);
+
+const char *rb_close_code_name(int code);
+const char *rb_mode_name(enum rb_mode mode);
+const char *rb_liveness_name(enum rb_liveness l);
+
+/* Parses "250ms", "30s", "2m", "500us" or a bare number of milliseconds into *out_us. */
+int rb_parse_duration_us(const char *s, uint64_t *out_us);
+
+
+/* ---- Logging: operator log lines on stderr (text or JSON), never one per heartbeat. ---- */
+enum rb_log_level { RB_LOG_ERROR = 0, RB_LOG_WARN = 1, RB_LOG_INFO = 2, RB_LOG_DEBUG = 3 };
+enum rb_log_format { RB_LOG_TEXT = 0, RB_LOG_JSON = 1 };
+
+/* Process-wide settings, set once at start by the embedding program (ringbeatd's flags). */
+void rb_log_configure(enum rb_log_level level, enum rb_log_format format);
+/* Parses "error|warn|info|debug" / "text|json": 0 or -EINVAL. */
+int rb_log_parse_level(const char *s, enum rb_log_level *out);
+int rb_log_parse_format(const char *s, enum rb_log_format *out);
+/* Reopens the log file (stderr redirected to a path) after rotation; no-op when none was given. */
+int rb_log_set_file(const char *path);
+int rb_log_reopen(void);
+/* One event line: `event` is a short snake_case name, fmt the human message (key=value pairs). */
+void rb_log(enum rb_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- Metrics: Prometheus text exposition on GET /metrics from a thread of its own. ---- */
+struct rb_metrics;
+
+/* Listens on addr ("ADDR:PORT", port 0 allowed) and serves from a thread of its own, so a slow
+ * scraper never delays a heartbeat loop. */
+int rb_metrics_start(struct rb_engine *e, const char *addr, struct rb_metrics **out);
+uint16_t rb_metrics_port(const struct rb_metrics *m);
+void rb_metrics_stop(struct rb_metrics *m);
+/* Renders the whole exposition into buf; returns the length it needs (like snprintf). */
+size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,245 @@
+/* internal.h — the engine's private structures: connection record, ring, worker, engine. */
+#ifndef RB_INTERNAL_H
+#define RB_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ringbeat.h"
+#include "proto.h"
+#include "slab.h"
+#include "uring.h"
+#include "wheel.h"
+
+/*
+ * A connection id names its record without a lookup structure of its own:
+ * bits 0-19 the fixed-file slot, 20-31 the engine-wide ring index, 32-59 a generation that
+ * changes each time the slot is reused (so a stale id or a late completion is recognised),
+ * 60-63 zero in ids and the operation kind in io_uring user_data.
+ */
+#define RB__SLOT_BITS 20
+#define RB__RING_BITS 12
+#define RB__GEN_BITS 28
+#define RB__MAX_RINGS (1u << RB__RING_BITS)
+#define RB__MAX_SLOTS (1u << RB__SLOT_BITS)
+
+static inline uint64_t rb__id_make(uint32_t gen, uint32_t gring, uint32_t slot)
+{
+    return (uint64_t)(gen & ((1u << RB__GEN_BITS) - 1)) << 32 | (uint64_t)gring << RB__SLOT_BITS |
+           slot;
+}
+static inline uint32_t rb__id_slot(uint64_t id)
+{
+    return (uint32_t)id & (RB__MAX_SLOTS - 1);
+}
+static inline uint32_t rb__id_ring(uint64_t id)
+{
+    return (uint32_t)(id >> RB__SLOT_BITS) & (RB__MAX_RINGS - 1);
+}
+static inline uint32_t rb__id_gen(uint64_t id)
+{
+    return (uint32_t)(id >> 32) & ((1u << RB__GEN_BITS) - 1);
+}
+
+/* Operation kinds, in the top 4 bits of user_data. */
+enum rb__op {
+    RB__OP_NONE = 0, /* fire-and-forget SQEs whose rare failures need no action */
+    RB__OP_ACCEPT,   /* low bits: listener index */
+    RB__OP_RECV,     /* low bits: connection id */
+    RB__OP_SEND,     /* low bits: send-log parity and index (see out.c) */
+    RB__OP_FLUSH,    /* low bits: connection id; a send of queued output, with a completion */
+    RB__OP_WAKE,     /* the worker's eventfd read */
+    RB__OP_PEER,     /* low bits: connection id; fixed fd installed to learn the peer address */
+    RB__OP_CANCEL,
+};
+#define RB__OP_SHIFT 60
+static inline uint64_t rb__ud(enum rb__op op, uint64_t low)
+{
+    return (uint64_t)op << RB__OP_SHIFT | low;
+}
+
+enum {
+    RB__CF_HELLO = 1u << 0,      /* the first frame has been seen (HELLO or not) */
+    RB__CF_FIRST_PING = 1u << 1, /* server mode: the spread first PING is still to be sent */
+    RB__CF_CLOSING = 1u << 2,
+    RB__CF_RECV = 1u << 3,       /* a multishot recv is armed */
+    RB__CF_REARM = 1u << 4,      /* queued for a recv re-arm (ENOBUFS) */
+    RB__CF_BLOCKED = 1u << 5,    /* output queued in ext: new frames go behind it */
+    RB__CF_FLUSHING = 1u << 6,   /* a send of ext output is in flight */
+};
+
+/* Slow-path state, allocated only while needed (split frame, blocked output, peer address). */
+struct rb__conn_ext {
+    uint64_t id;   /* its connection, for completions that name the ext */
+    uint8_t *part; /* an incomplete frame longer than the record's inline bytes */
+    uint32_t part_len, part_cap;
+    uint8_t *out; /* output the socket did not take yet */
+    uint32_t out_len, out_off, out_cap;
+    bool have_peer;
+    struct sockaddr_storage peer;
+};
+
+#define RB__PART_INLINE 7
+
+/* One cache line per connection; the timer goes last so its tail padding ends the line. */
+struct rb__conn {
+    uint32_t last_rx_ms; /* engine clock (wraps; compared by signed difference) */
+    uint32_t interval_ms;
+    uint32_t timeout_ms;
+    uint32_t gen;
+    uint32_t slot;
+    uint16_t ring; /* index within its worker */
+    uint8_t state; /* bits 0-1 liveness, 2-3 mode, 4-6 weight of the mark */
+    uint8_t flags; /* RB__CF_* */
+    struct rb__conn_ext *ext;
+    uint8_t part_len; /* bytes of an incomplete frame held inline */
+    uint8_t part[RB__PART_INLINE];
+    struct rb__timer timer;
+};
+_Static_assert(sizeof(struct rb__conn) == 64, "a connection record is one cache line");
+
+static inline enum rb_liveness rb__conn_liveness(const struct rb__conn *c)
+{
+    return (enum rb_liveness)(c->state & 3);
+}
+static inline enum rb_mode rb__conn_mode(const struct rb__conn *c)
+{
+    return (enum rb_mode)((c->state >> 2) & 3);
+}
+static inline unsigned rb__conn_weight(const struct rb__conn *c)
+{
+    return (c->state >> 4) & 7;
+}
+
+/* Output written during a loop turn; reused two turns later (after its failures are reaped). */
+struct rb__out_chunk {
+    struct rb__out_chunk *next;
+    uint32_t used, cap;
+    uint8_t data[];
+};
+struct rb__send_rec {
+    uint64_t id;
+    const uint8_t *buf;
+    uint32_t len;
+};
+struct rb__out_gen {
+    struct rb__out_chunk *head, *cur;
+    struct rb__send_rec *log;
+    uint32_t log_len, log_cap;
+};
+
+struct rb__ring {
+    struct io_uring uring;
+    struct rb__worker *w;
+    uint16_t index;  /* within the worker */
+    uint16_t gindex; /* engine-wide, part of connection ids */
+    uint32_t slots;  /* fixed-file table size */
+    uint32_t used;   /* slots holding a connection */
+    struct rb__conn **by_slot;
+    struct rb__bufring bufs;
+    uint64_t *rearm; /* ids of connections waiting for receive buffers (ENOBUFS) */
+    uint32_t rearm_len, rearm_cap;
+    bool accepting;
+};
+
+/* A message from another thread (rb_send / rb_close): bounded MPSC queue of the worker. */
+struct rb__msg {
+    uint64_t id;
+    uint8_t *data; /* DATA payload copy, or NULL for a close */
+    uint32_t len;
+    uint16_t code;
+};
+struct rb__mbox_cell {
+    _Atomic uint64_t seq;
+    struct rb__msg msg;
+};
+struct rb__mbox {
+    struct rb__mbox_cell *cells;
+    uint32_t mask;
+    _Atomic uint64_t tail; /* producers */
+    uint64_t head;         /* the worker */
+};
+
+struct rb__worker {
+    struct rb_engine *e;
+    unsigned index;
+    pthread_t thread;
+    bool thread_started;
+    int error; /* the loop's exit status */
+
+    struct rb__ring *rings; /* rings[0] is the one the thread sleeps on */
+    unsigned nrings, max_rings;
+    unsigned accept_ring;
+    uint32_t *gen_counter; /* per ring: generations handed out, so ids are not reused soon */
+    int listen_fd[RB_LISTEN_MAX];
+
+    int wake_fd;
+    uint64_t wake_buf;
+    _Atomic int sleeping;
+
+    struct rb__wheel wheel;
+    struct rb__slab slab;
+    struct rb__mbox mbox;
+
+    struct rb__out_gen out[2];
+    uint64_t turn;
+    unsigned overflow_hold; /* turns to keep output alive after a CQ overflow */
+
+    uint64_t now_ms64; /* engine clock */
+    uint32_t now_ms;
+    bool flushed_this_turn;
+
+    bool stopping;
+    uint64_t stop_deadline_ms;
+    uint32_t drain_ring, drain_slot;
+
+    struct rb_stats stats; /* written by this thread only; read relaxed by others */
+};
+
+struct rb_engine {
+    struct rb_config cfg;
+    struct rb__worker *workers;
+    unsigned nworkers;
+    unsigned rings_per_worker_max;
+    uint32_t slots_per_ring;
+    struct rb__ring **ring_by_gindex; /* engine-wide ring table, for id lookups */
+    _Atomic unsigned nrings_total;
+    _Atomic uint32_t conns;      /* engine-wide, for --max-conns */
+    _Atomic int stop;
+    uint64_t epoch_ns;
+    uint16_t ports[RB_LISTEN_MAX];
+    struct sockaddr_storage addrs[RB_LISTEN_MAX];
+    socklen_t addr_lens[RB_LISTEN_MAX];
+    uint64_t token_key; /* keys the PING tokens so a forged PONG is not taken for ours */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    unsigned started, start_failed;
+    int start_error;
+};
+
+/* Relaxed single-writer counters: no lock prefix, yet race-free for readers. */
+#define RB__ADD(w, field, n)                                                                       \
+    __atomic_store_n(&(w)->stats.field, (w)->stats.field + (n), __ATOMIC_RELAXED)
+#define RB__INC(w, field) RB__ADD(w, field, 1)
+#define RB__DEC(w, field) RB__ADD(w, field, (uint64_t)-1)
+
+/* worker.c */
+void *rb__worker_main(void *arg);
+int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index);
+void rb__worker_destroy(struct rb__worker *w);
+int rb__worker_post(struct rb__worker *w, const struct rb__msg *m);
+void rb__worker_wake(struct rb__worker *w);
+extern __thread struct rb__worker *rb__current_worker;
+int rb__conn_send_local(struct rb__worker *w, uint64_t id, const void *data, size_t len);
+int rb__conn_close_local(struct rb__worker *w, uint64_t id, uint16_t code);
+
+/* stats.c */
+void rb__hist_add(struct rb_hist *h, const uint32_t *bounds, uint64_t value);
+void rb__stats_add(struct rb_stats *sum, const struct rb_stats *w);
+
+/* engine.c */
+uint64_t rb__clock_ns(void);
+
+#endif

@@ -1,0 +1,84 @@
+/* proto.h — wire protocol v1 codec: header checks, payload parsers and frame encoders. */
+#ifndef RB_PROTO_H
+#define RB_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringbeat.h"
+
+#define RB__PING_LEN         8
+#define RB__HELLO_MIN        12
+#define RB__HELLO_MAX        (RB__HELLO_MIN + RB_CLIENT_ID_MAX)
+#define RB__WELCOME_LEN      20
+#define RB__CLOSE_MIN        2
+#define RB__CLOSE_REASON_MAX 123
+/* Largest control frame on the wire (a CLOSE with the longest reason). */
+#define RB__CONTROL_MAX (RB_FRAME_HEADER_LEN + RB__CLOSE_MIN + RB__CLOSE_REASON_MAX)
+
+struct rb__frame_hdr {
+    uint8_t type;
+    uint8_t flags; /* 0 in v1; unknown bits are ignored */
+    uint16_t len;  /* payload bytes */
+};
+
+/*
+ * Validates a 4-byte header before its payload arrives, so an oversized or malformed frame is
+ * refused at once: -EPROTO (unknown type, a length the type cannot have) -> CLOSE(3);
+ * -EMSGSIZE (DATA longer than max_frame) -> CLOSE(6). Fills *h and returns 0 otherwise.
+ */
+int rb__frame_check(const uint8_t hdr[RB_FRAME_HEADER_LEN], uint32_t max_frame,
+                    struct rb__frame_hdr *h);
+
+struct rb__hello {
+    uint8_t version;
+    uint8_t mode;
+    uint32_t interval_ms; /* 0: server default */
+    uint32_t timeout_ms;  /* 0: server default */
+    const uint8_t *client_id;
+    size_t client_id_len;
+};
+/* Parses a HELLO payload: -EPROTO on a wrong version, mode, reserved field or length. */
+int rb__hello_parse(const uint8_t *p, size_t len, struct rb__hello *out);
+
+struct rb__welcome {
+    uint8_t version;
+    uint8_t mode;
+    uint32_t interval_ms;
+    uint32_t timeout_ms;
+    uint64_t conn_id;
+};
+int rb__welcome_parse(const uint8_t *p, size_t len, struct rb__welcome *out);
+
+/* Parses a CLOSE payload; the reason must be valid UTF-8 (-EPROTO otherwise). */
+int rb__close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **reason,
+                    size_t *reason_len);
+
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
+int rb__utf8_valid(const uint8_t *p, size_t len);
+
+static inline uint64_t rb__get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+static inline uint32_t rb__get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint16_t rb__get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Encoders write a whole frame into out (the caller provides room) and return its length. */
+size_t rb__put_header(uint8_t *out, uint8_t type, uint16_t payload_len);
+size_t rb__put_hello(uint8_t *out, const struct rb__hello *h);
+size_t rb__put_welcome(uint8_t *out, const struct rb__welcome *w);
+size_t rb__put_ping(uint8_t *out, uint8_t type /* PING or PONG */, uint64_t token);
+size_t rb__put_close(uint8_t *out, uint16_t code, const char *reason /* may be NULL */);
+size_t rb__put_data(uint8_t *out, const void *data, uint16_t len);
+
+#endif

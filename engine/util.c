@@ -1,0 +1,176 @@
+/* util.c — small shared helpers: duration parsing, enum names, histogram bounds, memory stats. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef RB_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+#include "ringbeat.h"
+
+/*
+ * Heartbeat RTT spans loopback (tens of microseconds) to a congested mobile link (seconds);
+ * roughly 1-2.5-5 per decade keeps the p99 estimate within a factor of about 2.
+ */
+const uint32_t rb_rtt_bounds_us[RB_HIST_BUCKETS - 1] = {
+    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+};
+
+/*
+ * With a 10 ms tick, healthy detection lands in the first few buckets; the tail exists to show a
+ * stalled loop (seconds late) rather than to be precise about it.
+ */
+const uint32_t rb_lateness_bounds_ms[RB_HIST_BUCKETS - 1] = {
+    0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
+};
+
+int rb_parse_duration_us(const char *s, uint64_t *out_us)
+{
+    if (s == NULL || out_us == NULL)
+        return -EINVAL;
+
+    const char *p = s;
+    uint64_t whole = 0;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9') {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (whole > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        whole = whole * 10 + d;
+        digits++;
+        p++;
+    }
+
+    /* A fraction is kept as micro-units so "1.5s" and "0.25ms" are exact; finer digits must be 0.
+     */
+    uint64_t frac_micro = 0;
+    int frac_digits = 0;
+    if (*p == '.') {
+        p++;
+        uint64_t scale = 100000;
+        while (*p >= '0' && *p <= '9') {
+            uint64_t d = (uint64_t)(*p - '0');
+            if (scale == 0) {
+                if (d != 0)
+                    return -EINVAL;
+            } else {
+                frac_micro += d * scale;
+                scale /= 10;
+            }
+            frac_digits++;
+            p++;
+        }
+        if (frac_digits == 0)
+            return -EINVAL;
+    }
+    if (digits == 0)
+        return -EINVAL;
+
+    uint64_t unit_us;
+    if (*p == '\0' || strcmp(p, "ms") == 0)
+        unit_us = 1000; /* a bare number is milliseconds (the contract) */
+    else if (strcmp(p, "us") == 0)
+        unit_us = 1;
+    else if (strcmp(p, "s") == 0)
+        unit_us = 1000000;
+    else if (strcmp(p, "m") == 0)
+        unit_us = 60ull * 1000000;
+    else if (strcmp(p, "h") == 0)
+        unit_us = 3600ull * 1000000;
+    else
+        return -EINVAL;
+
+    if (whole > UINT64_MAX / unit_us)
+        return -ERANGE;
+    uint64_t us = whole * unit_us;
+    /* frac_micro is in millionths of the unit; a sub-microsecond remainder is an error, not 0. */
+    if (frac_micro != 0) {
+        uint64_t num = frac_micro * unit_us;
+        if (num % 1000000 != 0)
+            return -EINVAL;
+        if (us > UINT64_MAX - num / 1000000)
+            return -ERANGE;
+        us += num / 1000000;
+    }
+    *out_us = us;
+    return 0;
+}
+
+const char *rb_close_code_name(int code)
+{
+    switch (code) {
+    case RB_CLOSE_NORMAL:
+        return "normal";
+    case RB_CLOSE_TIMEOUT:
+        return "timeout";
+    case RB_CLOSE_PROTOCOL:
+        return "protocol";
+    case RB_CLOSE_FULL:
+        return "full";
+    case RB_CLOSE_SHUTDOWN:
+        return "shutdown";
+    case RB_CLOSE_TOO_BIG:
+        return "too_big";
+    case RB_CLOSE_SLOW_READER:
+        return "slow_reader";
+    case RB_CLOSE_PEER:
+        return "peer";
+    case RB_CLOSE_EOF:
+        return "eof";
+    case RB_CLOSE_RESET:
+        return "reset";
+    default:
+        return "unknown";
+    }
+}
+
+const char *rb_mode_name(enum rb_mode mode)
+{
+    switch (mode) {
+    case RB_MODE_SERVER:
+        return "server";
+    case RB_MODE_CLIENT:
+        return "client";
+    case RB_MODE_SILENT:
+        return "silent";
+    }
+    return "unknown";
+}
+
+const char *rb_liveness_name(enum rb_liveness l)
+{
+    switch (l) {
+    case RB_ALIVE:
+        return "alive";
+    case RB_SUSPECT:
+        return "suspect";
+    case RB_DEAD:
+        return "dead";
+    }
+    return "unknown";
+}
+
+void rb_memory_stats(uint64_t *allocated_bytes, uint64_t *resident_bytes)
+{
+    uint64_t allocated = 0, resident = 0;
+#ifdef RB_HAVE_JEMALLOC
+    /* jemalloc caches its statistics; bumping "epoch" refreshes them before the read. */
+    uint64_t epoch = 1;
+    size_t len = sizeof(epoch);
+    if (mallctl("epoch", &epoch, &len, &epoch, len) == 0) {
+        size_t v = 0;
+        len = sizeof(v);
+        if (mallctl("stats.allocated", &v, &len, NULL, 0) == 0)
+            allocated = v;
+        len = sizeof(v);
+        if (mallctl("stats.resident", &v, &len, NULL, 0) == 0)
+            resident = v;
+    }
+#endif
+    if (allocated_bytes != NULL)
+        *allocated_bytes = allocated;
+    if (resident_bytes != NULL)
+        *resident_bytes = resident;
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs every Debian package ringbeat builds, tests and benchmarks with.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends \
+  build-essential g++ clang cmake pkg-config ca-certificates \
+  liburing-dev libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev \
+  python3 gnuplot-nox iproute2 iptables systemd procps

@@ -1,0 +1,73 @@
+/* load.h — ringbeat-load: configuration, results and the run entry point of the load generator. */
+#ifndef RB_LOAD_H
+#define RB_LOAD_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hist.h"
+
+#define LOAD_TARGETS_MAX 4096
+#define LOAD_CODES 8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
+
+struct load_cfg {
+    struct sockaddr_in *targets; /* destinations, used round-robin by connection number */
+    unsigned target_count;
+    uint32_t connections;
+    double rate_per_s;          /* connection attempts per second during the ramp */
+    uint64_t duration_us;       /* hold time after the ramp */
+    unsigned workers;
+    uint8_t mode;               /* enum rb_mode */
+    uint32_t interval_ms;       /* sent in HELLO; also our PING period (client/silent modes) */
+    uint32_t timeout_ms;        /* sent in HELLO; 0 = server default */
+    double silent_pct;
+    uint64_t silent_after_us;   /* since the connection's WELCOME */
+    double reset_pct;
+    uint64_t reset_after_us;    /* since the connection's WELCOME */
+    bool reconnect;
+    uint64_t connect_timeout_us; /* connect (link timeout) and again HELLO -> WELCOME */
+    uint32_t inflight_per_ring;  /* connects in flight per ring */
+    uint32_t slots_per_ring;     /* 0: RLIMIT_NOFILE - margin */
+    uint32_t buffers;            /* provided receive buffers per ring (power of two) */
+    uint32_t buffer_size;
+    bool close_frame;            /* send CLOSE(1) before closing at the end */
+    bool quiet;                  /* no live line */
+    uint64_t seed;
+};
+
+/* Counters of one worker; the worker writes, the reporter reads with relaxed loads. */
+struct load_counters {
+    uint64_t attempts, established, reconnected, connect_failures, welcome_timeouts;
+    uint64_t up_now, pending_now; /* gauges (pending: connecting or waiting for WELCOME) */
+    uint64_t pings_sent, pongs_received, pings_received, pongs_sent, pong_unmatched;
+    uint64_t data_received;
+    uint64_t closes_by_code[LOAD_CODES];
+    uint64_t closed_eof, closed_reset; /* closed by the peer without a CLOSE frame */
+    uint64_t false_deaths, protocol_errors, send_errors;
+    uint64_t silenced, detected, detected_early;
+    uint64_t early_max_us; /* largest earliness of an early detection (clamped to 0 in the histogram) */
+    uint64_t resets, resets_fin_fallback;
+    uint64_t enobufs, rearms, cq_overflow, turns, submits;
+    uint64_t first_attempt_us, last_established_us; /* since the run start; 0 = none */
+    uint64_t timeout_ms_max;                        /* largest effective timeout from WELCOME */
+};
+
+struct load_result {
+    struct load_counters c;
+    struct lhist rtt_us;
+    struct lhist lateness_us;
+    double duration_s;
+    double ramp_s;
+    uint64_t rings;
+    uint64_t slots_per_ring;
+    uint64_t rss_kb, rss_peak_kb;
+    bool setsockopt_cmd; /* SO_LINGER via IORING_OP_URING_CMD was available */
+};
+
+/* Runs the whole bounded experiment; 0 or -errno (setup failures). */
+int load_run(const struct load_cfg *cfg, struct load_result *res);
+/* Requests an early, clean stop (signal-safe). */
+void load_request_stop(void);
+
+#endif

@@ -1,0 +1,528 @@
+/* main.c — ringbeat-load command line: flags, the summary report and the JSON file. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "load.h"
+#include "ringbeat.h"
+
+static const char usage[] =
+    "usage: ringbeat-load [flags]\n"
+    "  --target A.B.C.D[-A.B.C.E]:PORT  destinations, round-robin (repeatable; default "
+    "127.0.0.1:7600)\n"
+    "  --connections N        connections to open (1000)\n"
+    "  --rate N               connection attempts per second during the ramp (5000)\n"
+    "  --duration D           hold time after the ramp (10s)\n"
+    "  --workers N            threads; each drives as many rings as its connections need (1)\n"
+    "  --mode server|client|silent   heartbeat mode sent in HELLO (client)\n"
+    "  --interval D           heartbeat interval sent in HELLO and used for our PINGs (1s)\n"
+    "  --timeout D            liveness timeout sent in HELLO (0 = server default)\n"
+    "  --silent-pct P         P%% of connections go silent (stop sending and answering)\n"
+    "  --silent-after D       ... this long after their WELCOME (2s)\n"
+    "  --reset-pct P          P%% of connections are closed abruptly with RST\n"
+    "  --reset-after D        ... this long after their WELCOME (2s)\n"
+    "  --reconnect            reconnect closed/failed connections (backoff 100ms doubling to 5s, "
+    "+jitter)\n"
+    "  --json FILE            write the summary as JSON\n"
+    "  --connect-timeout D    connect and WELCOME timeout (5s)\n"
+    "  --inflight N           connects in flight per ring (256)\n"
+    "  --slots-per-ring N     fixed-file slots per ring (RLIMIT_NOFILE - 1000)\n"
+    "  --buffers N            provided receive buffers per ring, power of two (256)\n"
+    "  --buffer-size N        bytes per receive buffer (256)\n"
+    "  --no-close-frame       at the end close without sending CLOSE(1)\n"
+    "  --seed N               seed for phases and jitter (1)\n"
+    "  --quiet                no live line\n"
+    "  --help, --version\n"
+    "Durations: us, ms, s, m suffixes; a bare number is milliseconds.\n"
+    "Exit: 0 if every connection was established and none died unexpectedly; 1 otherwise; "
+    "2 bad flag.\n";
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    load_request_stop();
+}
+
+static int bad_flag(const char *flag, const char *why)
+{
+    fprintf(stderr, "ringbeat-load: bad %s: %s\n", flag, why);
+    return 2;
+}
+
+/* "250ms", "30s", "2m", "500us" or bare milliseconds. */
+static int parse_duration_us(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -EINVAL;
+    double mult;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        mult = 1000;
+    else if (strcmp(end, "us") == 0)
+        mult = 1;
+    else if (strcmp(end, "s") == 0)
+        mult = 1e6;
+    else if (strcmp(end, "m") == 0)
+        mult = 60e6;
+    else
+        return -EINVAL;
+    double us = v * mult;
+    if (us > 1e15)
+        return -ERANGE;
+    *out = (uint64_t)us;
+    return 0;
+}
+
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_pct(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 0 && v <= 100))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Appends A.B.C.D[-A.B.C.E | -E]:PORT to the target list. */
+static int parse_target(const char *s, struct sockaddr_in *list, unsigned *count)
+{
+    char buf[128];
+    if (strlen(s) >= sizeof(buf))
+        return -EINVAL;
+    strcpy(buf, s);
+    char *colon = strrchr(buf, ':');
+    if (!colon)
+        return -EINVAL;
+    *colon = '\0';
+    uint32_t port;
+    if (parse_u32(colon + 1, 1, 65535, &port) < 0)
+        return -EINVAL;
+    char *dash = strchr(buf, '-');
+    if (dash)
+        *dash = '\0';
+    struct in_addr a, b;
+    if (inet_pton(AF_INET, buf, &a) != 1)
+        return -EINVAL;
+    b = a;
+    if (dash) {
+        if (strchr(dash + 1, '.')) {
+            if (inet_pton(AF_INET, dash + 1, &b) != 1)
+                return -EINVAL;
+        } else {
+            uint32_t last;
+            if (parse_u32(dash + 1, 0, 255, &last) < 0)
+                return -EINVAL;
+            b.s_addr = htonl((ntohl(a.s_addr) & 0xffffff00u) | last);
+        }
+    }
+    uint32_t lo = ntohl(a.s_addr), hi = ntohl(b.s_addr);
+    if (hi < lo)
+        return -EINVAL;
+    if ((uint64_t)hi - lo + 1 + *count > LOAD_TARGETS_MAX)
+        return -E2BIG;
+    for (uint64_t ip = lo; ip <= hi; ip++) {
+        struct sockaddr_in *sa = &list[(*count)++];
+        memset(sa, 0, sizeof(*sa));
+        sa->sin_family = AF_INET;
+        sa->sin_port = htons((uint16_t)port);
+        sa->sin_addr.s_addr = htonl((uint32_t)ip);
+    }
+    return 0;
+}
+
+static double ms(uint64_t us)
+{
+    return (double)us / 1000.0;
+}
+
+static int write_json(const char *path, const struct load_cfg *cfg, const struct load_result *r,
+                      double connect_rate)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    const struct load_counters *c = &r->c;
+    const struct lhist *h = &r->rtt_us;
+    const struct lhist *l = &r->lateness_us;
+    fprintf(f, "{\n");
+    fprintf(f, "  \"connections\": %u,\n", cfg->connections);
+    fprintf(f, "  \"connections_established\": %llu,\n", (unsigned long long)c->established);
+    fprintf(f, "  \"connect_failures\": %llu,\n", (unsigned long long)c->connect_failures);
+    fprintf(f, "  \"connect_attempts\": %llu,\n", (unsigned long long)c->attempts);
+    fprintf(f, "  \"reconnects\": %llu,\n", (unsigned long long)c->reconnected);
+    fprintf(f, "  \"connect_rate_per_s\": %.1f,\n", connect_rate);
+    fprintf(f, "  \"pings_sent\": %llu,\n", (unsigned long long)c->pings_sent);
+    fprintf(f, "  \"pongs_received\": %llu,\n", (unsigned long long)c->pongs_received);
+    fprintf(f, "  \"pings_received\": %llu,\n", (unsigned long long)c->pings_received);
+    fprintf(f, "  \"pongs_sent\": %llu,\n", (unsigned long long)c->pongs_sent);
+    fprintf(f, "  \"pong_unmatched\": %llu,\n", (unsigned long long)c->pong_unmatched);
+    fprintf(f,
+            "  \"rtt_us\": {\"count\": %llu, \"p50\": %llu, \"p90\": %llu, \"p99\": %llu, "
+            "\"p999\": %llu, \"max\": %llu},\n",
+            (unsigned long long)h->count, (unsigned long long)lh_percentile(h, 50),
+            (unsigned long long)lh_percentile(h, 90), (unsigned long long)lh_percentile(h, 99),
+            (unsigned long long)lh_percentile(h, 99.9), (unsigned long long)h->max);
+    fprintf(f, "  \"closes_by_code\": {");
+    bool first = true;
+    for (unsigned k = 1; k < LOAD_CODES; k++) {
+        if (!c->closes_by_code[k])
+            continue;
+        fprintf(f, "%s\"%u\": %llu", first ? "" : ", ", k,
+                (unsigned long long)c->closes_by_code[k]);
+        first = false;
+    }
+    fprintf(f, "},\n");
+    fprintf(f, "  \"closes_bad_code\": %llu,\n", (unsigned long long)c->closes_by_code[0]);
+    fprintf(f, "  \"closed_eof\": %llu,\n", (unsigned long long)c->closed_eof);
+    fprintf(f, "  \"closed_reset\": %llu,\n", (unsigned long long)c->closed_reset);
+    fprintf(f, "  \"false_deaths\": %llu,\n", (unsigned long long)c->false_deaths);
+    fprintf(f, "  \"protocol_errors\": %llu,\n", (unsigned long long)c->protocol_errors);
+    fprintf(f, "  \"send_errors\": %llu,\n", (unsigned long long)c->send_errors);
+    fprintf(f, "  \"silenced\": %llu,\n", (unsigned long long)c->silenced);
+    fprintf(f, "  \"detected\": %llu,\n", (unsigned long long)c->detected);
+    fprintf(f, "  \"undetected\": %llu,\n",
+            (unsigned long long)(c->silenced > c->detected ? c->silenced - c->detected : 0));
+    fprintf(f, "  \"detected_early\": %llu,\n", (unsigned long long)c->detected_early);
+    fprintf(f, "  \"detected_early_max_ms\": %.3f,\n", ms(c->early_max_us));
+    fprintf(f, "  \"detection_lateness_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f},\n",
+            ms(lh_percentile(l, 50)), ms(lh_percentile(l, 99)), ms(l->max));
+    fprintf(f, "  \"resets\": %llu,\n", (unsigned long long)c->resets);
+    fprintf(f, "  \"resets_sent_as_fin\": %llu,\n", (unsigned long long)c->resets_fin_fallback);
+    fprintf(f, "  \"enobufs\": %llu,\n", (unsigned long long)c->enobufs);
+    fprintf(f, "  \"cq_overflow\": %llu,\n", (unsigned long long)c->cq_overflow);
+    fprintf(f, "  \"rearms\": %llu,\n", (unsigned long long)c->rearms);
+    fprintf(f, "  \"loop_turns\": %llu,\n", (unsigned long long)c->turns);
+    fprintf(f, "  \"submits\": %llu,\n", (unsigned long long)c->submits);
+    fprintf(f, "  \"rings\": %llu,\n", (unsigned long long)r->rings);
+    fprintf(f, "  \"slots_per_ring\": %llu,\n", (unsigned long long)r->slots_per_ring);
+    fprintf(f, "  \"rss_kb\": %llu,\n", (unsigned long long)r->rss_kb);
+    fprintf(f, "  \"rss_peak_kb\": %llu,\n", (unsigned long long)r->rss_peak_kb);
+    fprintf(f, "  \"ramp_s\": %.3f,\n", r->ramp_s);
+    fprintf(f, "  \"duration_s\": %.3f\n", r->duration_s);
+    fprintf(f, "}\n");
+    if (fclose(f) != 0)
+        return -errno;
+    return 0;
+}
+
+static void print_summary(const struct load_cfg *cfg, const struct load_result *r,
+                          double connect_rate)
+{
+    const struct load_counters *c = &r->c;
+    const struct lhist *h = &r->rtt_us;
+    const struct lhist *l = &r->lateness_us;
+    printf("connections: %llu/%u established, %llu connect failures, %llu attempts, %.0f "
+           "connects/s, ramp %.2f s, run %.2f s\n",
+           (unsigned long long)c->established, cfg->connections,
+           (unsigned long long)c->connect_failures, (unsigned long long)c->attempts, connect_rate,
+           r->ramp_s, r->duration_s);
+    printf("frames: pings sent %llu, pongs received %llu, pings received %llu, pongs sent %llu, "
+           "unmatched pongs %llu\n",
+           (unsigned long long)c->pings_sent, (unsigned long long)c->pongs_received,
+           (unsigned long long)c->pings_received, (unsigned long long)c->pongs_sent,
+           (unsigned long long)c->pong_unmatched);
+    if (cfg->mode == 1)
+        printf("rtt_us (from scheduled send): n=%llu p50=%llu p90=%llu p99=%llu p99.9=%llu "
+               "max=%llu\n",
+               (unsigned long long)h->count, (unsigned long long)lh_percentile(h, 50),
+               (unsigned long long)lh_percentile(h, 90), (unsigned long long)lh_percentile(h, 99),
+               (unsigned long long)lh_percentile(h, 99.9), (unsigned long long)h->max);
+    printf("closes by peer:");
+    for (unsigned k = 1; k < LOAD_CODES; k++)
+        if (c->closes_by_code[k])
+            printf(" CLOSE(%u)=%llu", k, (unsigned long long)c->closes_by_code[k]);
+    printf(" eof=%llu reset=%llu; false deaths %llu, protocol errors %llu\n",
+           (unsigned long long)c->closed_eof, (unsigned long long)c->closed_reset,
+           (unsigned long long)c->false_deaths, (unsigned long long)c->protocol_errors);
+    if (cfg->silent_pct > 0)
+        printf("silenced %llu, detected %llu, undetected %llu; lateness ms p50=%.2f p99=%.2f "
+               "max=%.2f (early %llu, by <= %.2f ms)\n",
+               (unsigned long long)c->silenced, (unsigned long long)c->detected,
+               (unsigned long long)(c->silenced > c->detected ? c->silenced - c->detected : 0),
+               ms(lh_percentile(l, 50)), ms(lh_percentile(l, 99)), ms(l->max),
+               (unsigned long long)c->detected_early, ms(c->early_max_us));
+    if (cfg->reset_pct > 0)
+        printf("resets %llu (%s)\n", (unsigned long long)c->resets,
+               r->setsockopt_cmd ? "RST via SO_LINGER 0" : "uring_cmd missing: FIN instead");
+    printf("rings %llu x %llu slots; enobufs %llu, cq overflow %llu; RSS %llu kB (peak %llu kB)\n",
+           (unsigned long long)r->rings, (unsigned long long)r->slots_per_ring,
+           (unsigned long long)c->enobufs, (unsigned long long)c->cq_overflow,
+           (unsigned long long)r->rss_kb, (unsigned long long)r->rss_peak_kb);
+}
+
+int main(int argc, char **argv)
+{
+    static struct sockaddr_in targets[LOAD_TARGETS_MAX];
+    struct load_cfg cfg = {
+        .targets = targets,
+        .connections = 1000,
+        .rate_per_s = 5000,
+        .duration_us = 10000000,
+        .workers = 1,
+        .mode = RB_MODE_CLIENT,
+        .interval_ms = 1000,
+        .silent_after_us = 2000000,
+        .reset_after_us = 2000000,
+        .connect_timeout_us = 5000000,
+        .inflight_per_ring = 256,
+        .buffers = 256,
+        .buffer_size = 256,
+        .close_frame = true,
+        .seed = 1,
+    };
+    const char *json_path = NULL;
+    enum {
+        O_TARGET = 256,
+        O_CONNS,
+        O_RATE,
+        O_DURATION,
+        O_WORKERS,
+        O_MODE,
+        O_INTERVAL,
+        O_TIMEOUT,
+        O_SPCT,
+        O_SAFTER,
+        O_RPCT,
+        O_RAFTER,
+        O_RECONNECT,
+        O_JSON,
+        O_CTIMEOUT,
+        O_INFLIGHT,
+        O_SLOTS,
+        O_BUFFERS,
+        O_BUFSIZE,
+        O_NOCLOSE,
+        O_SEED,
+        O_QUIET,
+        O_HELP,
+        O_VERSION,
+    };
+    static const struct option opts[] = {
+        {"target", required_argument, NULL, O_TARGET},
+        {"connections", required_argument, NULL, O_CONNS},
+        {"rate", required_argument, NULL, O_RATE},
+        {"duration", required_argument, NULL, O_DURATION},
+        {"workers", required_argument, NULL, O_WORKERS},
+        {"mode", required_argument, NULL, O_MODE},
+        {"interval", required_argument, NULL, O_INTERVAL},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"silent-pct", required_argument, NULL, O_SPCT},
+        {"silent-after", required_argument, NULL, O_SAFTER},
+        {"reset-pct", required_argument, NULL, O_RPCT},
+        {"reset-after", required_argument, NULL, O_RAFTER},
+        {"reconnect", no_argument, NULL, O_RECONNECT},
+        {"json", required_argument, NULL, O_JSON},
+        {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
+        {"inflight", required_argument, NULL, O_INFLIGHT},
+        {"slots-per-ring", required_argument, NULL, O_SLOTS},
+        {"buffers", required_argument, NULL, O_BUFFERS},
+        {"buffer-size", required_argument, NULL, O_BUFSIZE},
+        {"no-close-frame", no_argument, NULL, O_NOCLOSE},
+        {"seed", required_argument, NULL, O_SEED},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        uint64_t us;
+        uint32_t u;
+        switch (opt) {
+        case O_TARGET: {
+            int ret = parse_target(optarg, targets, &cfg.target_count);
+            if (ret == -E2BIG)
+                return bad_flag("--target", "more than 4096 destination addresses");
+            if (ret < 0)
+                return bad_flag("--target", "expected A.B.C.D[-A.B.C.E]:PORT");
+            break;
+        }
+        case O_CONNS:
+            if (parse_u32(optarg, 1, 100000000, &cfg.connections) < 0)
+                return bad_flag("--connections", "expected a count >= 1");
+            break;
+        case O_RATE: {
+            char *end;
+            cfg.rate_per_s = strtod(optarg, &end);
+            if (end == optarg || *end || !(cfg.rate_per_s > 0) || !isfinite(cfg.rate_per_s))
+                return bad_flag("--rate", "expected connections per second > 0");
+            break;
+        }
+        case O_DURATION:
+            if (parse_duration_us(optarg, &cfg.duration_us) < 0)
+                return bad_flag("--duration", "expected a duration like 30s");
+            break;
+        case O_WORKERS:
+            if (parse_u32(optarg, 1, 256, &cfg.workers) < 0)
+                return bad_flag("--workers", "expected 1..256");
+            break;
+        case O_MODE:
+            if (strcmp(optarg, "server") == 0)
+                cfg.mode = RB_MODE_SERVER;
+            else if (strcmp(optarg, "client") == 0)
+                cfg.mode = RB_MODE_CLIENT;
+            else if (strcmp(optarg, "silent") == 0)
+                cfg.mode = RB_MODE_SILENT;
+            else
+                return bad_flag("--mode", "expected server, client or silent");
+            break;
+        case O_INTERVAL:
+            if (parse_duration_us(optarg, &us) < 0 || us / 1000 > UINT32_MAX ||
+                (us > 0 && us < 1000))
+                return bad_flag("--interval", "expected a duration of whole milliseconds");
+            cfg.interval_ms = (uint32_t)(us / 1000);
+            break;
+        case O_TIMEOUT:
+            if (parse_duration_us(optarg, &us) < 0 || us / 1000 > UINT32_MAX ||
+                (us > 0 && us < 1000))
+                return bad_flag("--timeout", "expected a duration of whole milliseconds");
+            cfg.timeout_ms = (uint32_t)(us / 1000);
+            break;
+        case O_SPCT:
+            if (parse_pct(optarg, &cfg.silent_pct) < 0)
+                return bad_flag("--silent-pct", "expected a percentage 0..100");
+            break;
+        case O_SAFTER:
+            if (parse_duration_us(optarg, &cfg.silent_after_us) < 0)
+                return bad_flag("--silent-after", "expected a duration like 5s");
+            break;
+        case O_RPCT:
+            if (parse_pct(optarg, &cfg.reset_pct) < 0)
+                return bad_flag("--reset-pct", "expected a percentage 0..100");
+            break;
+        case O_RAFTER:
+            if (parse_duration_us(optarg, &cfg.reset_after_us) < 0)
+                return bad_flag("--reset-after", "expected a duration like 5s");
+            break;
+        case O_RECONNECT:
+            cfg.reconnect = true;
+            break;
+        case O_JSON:
+            json_path = optarg;
+            break;
+        case O_CTIMEOUT:
+            if (parse_duration_us(optarg, &cfg.connect_timeout_us) < 0 ||
+                cfg.connect_timeout_us < 1000)
+                return bad_flag("--connect-timeout", "expected a duration >= 1ms");
+            break;
+        case O_INFLIGHT:
+            if (parse_u32(optarg, 1, 100000, &cfg.inflight_per_ring) < 0)
+                return bad_flag("--inflight", "expected 1..100000");
+            break;
+        case O_SLOTS:
+            if (parse_u32(optarg, 1, 1u << 24, &cfg.slots_per_ring) < 0)
+                return bad_flag("--slots-per-ring", "expected a count >= 1");
+            break;
+        case O_BUFFERS:
+            if (parse_u32(optarg, 1, 32768, &u) < 0 || (u & (u - 1)))
+                return bad_flag("--buffers", "expected a power of two 1..32768");
+            cfg.buffers = u;
+            break;
+        case O_BUFSIZE:
+            if (parse_u32(optarg, 16, 65536, &cfg.buffer_size) < 0)
+                return bad_flag("--buffer-size", "expected 16..65536 bytes");
+            break;
+        case O_NOCLOSE:
+            cfg.close_frame = false;
+            break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            cfg.seed = strtoull(optarg, &end, 0);
+            if (errno || end == optarg || *end)
+                return bad_flag("--seed", "expected an integer");
+            break;
+        }
+        case O_QUIET:
+            cfg.quiet = true;
+            break;
+        case O_HELP:
+            fputs(usage, stdout);
+            return 0;
+        case O_VERSION:
+            printf("ringbeat-load %s (protocol v%d)\n", RB_VERSION_STRING, RB_PROTO_VERSION);
+            return 0;
+        default: {
+            const char *flag = argv[optind - 1];
+            if (optopt && optopt >= O_TARGET)
+                fprintf(stderr, "ringbeat-load: flag %s needs a value\n", flag);
+            else
+                fprintf(stderr, "ringbeat-load: unknown flag %s\n", flag);
+            return 2;
+        }
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringbeat-load: unexpected argument %s\n", argv[optind]);
+        return 2;
+    }
+    if (cfg.target_count == 0)
+        parse_target("127.0.0.1:7600", targets, &cfg.target_count);
+    if (cfg.interval_ms == 0 && cfg.mode != RB_MODE_SERVER)
+        return bad_flag("--interval", "client and silent modes need an interval > 0");
+    if (cfg.workers > cfg.connections)
+        cfg.workers = cfg.connections;
+    uint64_t per_dst = (cfg.connections + cfg.target_count - 1) / cfg.target_count;
+    if (per_dst > 14000)
+        fprintf(stderr,
+                "ringbeat-load: warning: %llu connections per destination address; above ~14k "
+                "connect() slows sharply (source port search): widen --target\n",
+                (unsigned long long)per_dst);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct load_result *res = calloc(1, sizeof(*res));
+    if (!res) {
+        fprintf(stderr, "ringbeat-load: out of memory\n");
+        return 1;
+    }
+    int ret = load_run(&cfg, res);
+    if (ret < 0)
+        fprintf(stderr, "ringbeat-load: run failed: %s\n", strerror(-ret));
+    const struct load_counters *c = &res->c;
+    double span_s = c->last_established_us > c->first_attempt_us
+                        ? (double)(c->last_established_us - c->first_attempt_us) / 1e6
+                        : 0;
+    double connect_rate = span_s > 0 ? (double)c->established / span_s : 0;
+    print_summary(&cfg, res, connect_rate);
+    if (json_path) {
+        int jr = write_json(json_path, &cfg, res, connect_rate);
+        if (jr < 0) {
+            fprintf(stderr, "ringbeat-load: --json %s: %s\n", json_path, strerror(-jr));
+            ret = jr;
+        }
+    }
+    bool ok = ret == 0 && c->established == cfg.connections && c->false_deaths == 0 &&
+              c->protocol_errors == 0;
+    free(res);
+    return ok ? 0 : 1;
+}
