@@ -83,10 +83,16 @@ def proc_rss_bytes(pid):
     return 0
 
 
-def slab_bytes():
+def loadavg1():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def slab_bytes(field="Slab"):
+    """System-wide kernel slab (both ends of every loopback connection, and everyone else's)."""
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("Slab:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -95,6 +101,9 @@ def slab_bytes():
 
 
 def kill_children():
+    # A second Ctrl-C must not interrupt the cleanup and leave a server behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for p in list(CHILDREN):
         if p.poll() is None:
             try:
@@ -282,6 +291,11 @@ def run_one(a, kind, label, outdir, stamp):
         raise RuntimeError(f"{kind} did not print a listening line within 10 s:\n  {tail}")
     time.sleep(1.0)  # let the idle server settle before the "before" memory reading
     rss0, slab0, cpu0 = proc_rss_bytes(srv.pid), slab_bytes(), proc_cpu_s(srv.pid)
+    sunrec0 = slab_bytes("SUnreclaim")
+    load0 = loadavg1()
+    if load0 > 1.5:
+        log(f"{label}: warning: load average {load0:.1f} on {os.cpu_count()} cpus before the run: "
+            "other processes compete with the server and the load (figures will be noisy)")
 
     samples = []  # per second: t, conns, hb_s, rtt_p99_us, rss, cpu_s, slab
     lcmd = load_cmd(a, port, load_json)
@@ -310,6 +324,10 @@ def run_one(a, kind, label, outdir, stamp):
             rss, cpu = proc_rss_bytes(srv.pid), proc_cpu_s(srv.pid)
         except (FileNotFoundError, ProcessLookupError):
             break
+        try:
+            load_cpu = proc_cpu_s(load.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            load_cpu = None
         conns = load_err.last(*K_CONNS)
         if conns is None:
             conns = srv_err.last(*K_CONNS)
@@ -326,6 +344,8 @@ def run_one(a, kind, label, outdir, stamp):
             rtt = srv_err.last_stats.get("rtt_p99_us")
         samples.append(dict(t=round(t - t_load, 3), conns=conns, hb_s=hb_rate, rtt_p99_us=rtt,
                             rss=rss, cpu_s=cpu, slab=slab_bytes(),
+                            sunreclaim=slab_bytes("SUnreclaim"), load_cpu_s=load_cpu,
+                            loadavg=loadavg1(),
                             srv=dict(srv_err.last_stats)))
         if not alive_load:
             break
@@ -366,6 +386,7 @@ def run_one(a, kind, label, outdir, stamp):
                server_cmd=scmd, load_cmd=lcmd, server_cpus=a.server_cpus,
                load_cpus=a.load_cpus, load_exit=load_rc, server_exit=srv_exit,
                timed_out=timed_out, rss_before=rss0, slab_before=slab0, cpu_before_s=cpu0,
+               sunreclaim_before=sunrec0, loadavg_before=load0,
                samples=samples, load_summary=load_summary,
                load_tail=load_err.tail(), server_tail=srv_err.tail(8))
     res["figures"] = figures(a, res, t_end)
@@ -419,6 +440,10 @@ def figures(a, res, t_end):
         f["server_rss_hold_bytes"] = int(rss)
         f["server_rss_per_conn_bytes"] = round((rss - res["rss_before"]) / conns, 1)
         f["kernel_slab_per_conn_bytes"] = round((slab - res["slab_before"]) / conns, 1)
+        # The unreclaimable part (TCP sockets live there) is less disturbed by other processes'
+        # file activity (dentries and inodes are reclaimable).
+        sun = statistics.median([x["sunreclaim"] for x in hold])
+        f["kernel_sunreclaim_per_conn_bytes"] = round((sun - res["sunreclaim_before"]) / conns, 1)
         cpu = hold[-1]["cpu_s"] - hold[0]["cpu_s"]
         hb, span, src = hb_between(a, res, hold[0]["t"], hold[-1]["t"])
         f["hold_cpu_s"] = round(cpu, 3)
@@ -426,8 +451,12 @@ def figures(a, res, t_end):
         f["heartbeats_source"] = src
         f["heartbeats_per_s"] = round(hb / span) if span > 0 else None
         f["server_cpu_pct"] = round(100 * cpu / span, 1) if span > 0 else None
+        lc = [x["load_cpu_s"] for x in hold if x.get("load_cpu_s") is not None]
+        if len(lc) >= 2 and span > 0:
+            f["load_cpu_pct"] = round(100 * (lc[-1] - lc[0]) / span, 1)
+        f["loadavg_max"] = max(x["loadavg"] for x in hold)
         f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
-        rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"] is not None]
+        rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"]]  # 0: no sample
         if rtts:
             f["rtt_p99_us_live_median"] = statistics.median(rtts)
     else:
@@ -480,10 +509,11 @@ def write_plot(a, res, base):
     if a.no_plot or not shutil.which("gnuplot"):
         return
     png = base + ".png"
+    # Single quotes delimit gnuplot strings on the -e line: none may appear inside.
     title = (f"{a.scenario} {res['label']}: {res['server']} mode={res['mode']} "
              f"{a.connections} conns interval={fmt_duration(a.interval_s)}")
     rtt_title = ("RTT p99 (us), load generator, per second" if res["mode"] == "client" else
-                 "RTT p99 (us), server's PING->PONG, cumulative since start")
+                 "RTT p99 (us), server PING to PONG, cumulative since start")
     # gnuplot refuses a panel whose points are all undefined: say which series exist.
     have = {k: int(any(x[k] for x in res["samples"])) for k in ("conns", "hb_s", "rtt_p99_us")}
     r = subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; "
@@ -516,8 +546,11 @@ ROWS = [
     ("heartbeats/s (hold)", "heartbeats_per_s", ""),
     ("server CPU (% of a core)", "server_cpu_pct", ""),
     ("server CPU per heartbeat (us)", "server_cpu_us_per_heartbeat", ""),
+    ("load generator CPU (% of a core)", "load_cpu_pct", ""),
+    ("system load average (max)", "loadavg_max", ""),
     ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
     ("kernel slab per conn (B)", "kernel_slab_per_conn_bytes", ""),
+    ("  of which unreclaimable (B)", "kernel_sunreclaim_per_conn_bytes", ""),
     ("RTT p99 (us)", "rtt_p99_us", ""),
     ("false deaths", "false_deaths", ""),
     ("detection lateness p50 (ms)", "detection_lateness_ms_p50", ""),
@@ -527,22 +560,27 @@ ROWS = [
 
 
 def print_table(runs):
-    head = f"{'figure':32}" + "".join(f"{r['label']:>16}" for r in runs)
+    w = max([14] + [len(r["label"]) for r in runs]) + 2
+    head = f"{'figure':32}" + "".join(f"{r['label']:>{w}}" for r in runs)
     print(head)
     print("-" * len(head))
     for name, key, unit in ROWS:
-        print(f"{name:32}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>16}"
+        print(f"{name:32}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>{w}}"
                                       for r in runs))
     extra = ["load.connections_established", "load.connect_failures"]
     if any(r["figures"].get("load.silenced") for r in runs):
         extra += ["load.silenced", "load.detected", "load.undetected", "load.detected_early"]
     for k in extra:
-        print(f"{k[:32]:32}" + "".join(f"{fmt_num(r['figures'].get(k)):>16}" for r in runs))
+        print(f"{k[:32]:32}" + "".join(f"{fmt_num(r['figures'].get(k)):>{w}}" for r in runs))
     for r in runs:
-        ok = r["load_exit"] == 0 and not r["timed_out"]
+        ok = clean(r)
         print(f"{r['label']}: load exit {r['load_exit']}, server exit {r['server_exit']}, "
               f"heartbeats from {r['figures'].get('heartbeats_source', 'n/a')}"
               f"{'' if ok else '  <-- NOT CLEAN'}")
+
+
+def clean(r):
+    return r["load_exit"] == 0 and not r["timed_out"]
 
 
 def ratios(runs, num_kind, den_kind, mode):
@@ -553,6 +591,8 @@ def ratios(runs, num_kind, den_kind, mode):
     for key in ("server_cpu_us_per_heartbeat", "server_rss_per_conn_bytes", "rtt_p99_us"):
         rs = []
         for x, y in zip(num, den):
+            if not (clean(x) and clean(y)):
+                continue  # a run with false deaths or failed connects measured another load
             vx, vy = x["figures"].get(key), y["figures"].get(key)
             if vx is not None and vy:
                 rs.append(vx / vy)
@@ -642,6 +682,7 @@ def main():
     os.makedirs(a.results, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started in the background (SIG_IGN)
     log(f"scenario {a.scenario}: {a.connections} connections at {a.rate}/s, hold "
         f"{a.hold_s:g} s, interval {a.interval_s:g} s, mode {a.mode}; server on cpus "
         f"{a.server_cpus or 'any'}, load on cpus {a.load_cpus or 'any'} (taskset)")
@@ -675,8 +716,10 @@ def main():
         for mode in sorted({r["mode"] for r in runs}):
             rr = ratios(runs, "ringbeatd", "epoll_ref", mode)
             out["ratios"][f"ringbeatd/epoll_ref {mode}"] = rr
-            print(f"\nringbeatd / epoll_ref, mode {mode} (median over rounds; <1 = ringbeatd "
-                  f"better):")
+            print(f"\nringbeatd / epoll_ref, mode {mode} (median over clean rounds; <1 = "
+                  f"ringbeatd better):")
+            if not rr:
+                print("  no round where both runs were clean (see NOT CLEAN above)")
             for k, v in rr.items():
                 print(f"  {k:32} {v['median']:.3f}   rounds: {v['each']}")
         for kind in ("ringbeatd", "epoll_ref"):
@@ -684,6 +727,8 @@ def main():
             srv = [r for r in runs if r["server"] == kind and r["mode"] == a.mode]
             sil = [r for r in runs if r["server"] == kind and r["mode"] == "silent"]
             for x, y in zip(sil, srv):
+                if not (clean(x) and clean(y)):
+                    continue
                 vx = x["figures"].get("server_cpu_us_per_heartbeat")
                 vy = y["figures"].get("server_cpu_us_per_heartbeat")
                 if vx is not None and vy:

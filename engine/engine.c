@@ -116,6 +116,7 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
     if (getrandom(&e->token_key, sizeof(e->token_key), GRND_NONBLOCK) != sizeof(e->token_key))
         e->token_key = rb__clock_ns() * 0x9E3779B97F4A7C15ULL;
     pthread_mutex_init(&e->start_lock, NULL);
+    pthread_mutex_init(&e->ip_lock, NULL);
     pthread_cond_init(&e->start_cond, NULL);
     for (unsigned i = 0; i < e->nworkers; i++) {
         ret = rb__worker_init(&e->workers[i], e, i);
@@ -273,6 +274,16 @@ void rb_engine_stop(struct rb_engine *e)
             rb__worker_wake(&e->workers[w]);
 }
 
+int rb_engine_error(struct rb_engine *e)
+{
+    for (unsigned w = 0; w < e->nworkers; w++) {
+        int err = __atomic_load_n(&e->workers[w].error, __ATOMIC_ACQUIRE);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
 int rb_engine_wait(struct rb_engine *e)
 {
     int ret = 0;
@@ -296,6 +307,8 @@ void rb_engine_destroy(struct rb_engine *e)
     for (unsigned w = 0; w < e->nworkers; w++)
         rb__worker_destroy(&e->workers[w]);
     pthread_mutex_destroy(&e->start_lock);
+    pthread_mutex_destroy(&e->ip_lock);
+    free(e->ip_table);
     pthread_cond_destroy(&e->start_cond);
     free(e->workers);
     free(e->ring_by_gindex);
@@ -305,6 +318,99 @@ void rb_engine_destroy(struct rb_engine *e)
 uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener)
 {
     return listener < e->cfg.listen_count ? e->ports[listener] : 0;
+}
+
+/* The unit a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's prefix). */
+uint64_t rb__ip_key(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return 1ULL << 63 | ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr);
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            return 1ULL << 63 | (uint64_t)a->s6_addr[12] << 24 | (uint64_t)a->s6_addr[13] << 16 |
+                   (uint64_t)a->s6_addr[14] << 8 | a->s6_addr[15];
+        uint64_t k = 0;
+        for (int i = 0; i < 8; i++)
+            k = k << 8 | a->s6_addr[i];
+        return (k & ~(1ULL << 63)) | 1;
+    }
+    return 0;
+}
+
+static uint32_t ip_slot(const struct rb_engine *e, uint64_t key)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 32) & e->ip_mask;
+}
+
+/* Open addressing with linear probing; the table doubles at half load. Caller holds ip_lock. */
+static int ip_grow(struct rb_engine *e)
+{
+    uint32_t cap = e->ip_table ? (e->ip_mask + 1) * 2 : 1024;
+    struct rb__ip_count *old = e->ip_table, *n = calloc(cap, sizeof(*n));
+    uint32_t old_cap = old ? e->ip_mask + 1 : 0;
+    if (!n)
+        return -ENOMEM;
+    e->ip_table = n;
+    e->ip_mask = cap - 1;
+    for (uint32_t i = 0; i < old_cap; i++) {
+        if (!old[i].key)
+            continue;
+        uint32_t j = ip_slot(e, old[i].key);
+        while (n[j].key)
+            j = (j + 1) & e->ip_mask;
+        n[j] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+int rb__ip_acquire(struct rb_engine *e, uint64_t key)
+{
+    int ret = 0;
+    pthread_mutex_lock(&e->ip_lock);
+    if ((!e->ip_table || (e->ip_used + 1) * 2 > e->ip_mask + 1) && (ret = ip_grow(e)) < 0)
+        goto out;
+    uint32_t i = ip_slot(e, key);
+    while (e->ip_table[i].key && e->ip_table[i].key != key)
+        i = (i + 1) & e->ip_mask;
+    if (!e->ip_table[i].key) {
+        e->ip_table[i].key = key;
+        e->ip_used++;
+    } else if (e->ip_table[i].count >= e->cfg.max_conns_per_ip) {
+        ret = -EDQUOT;
+        goto out;
+    }
+    e->ip_table[i].count++;
+out:
+    pthread_mutex_unlock(&e->ip_lock);
+    return ret;
+}
+
+void rb__ip_release(struct rb_engine *e, uint64_t key)
+{
+    pthread_mutex_lock(&e->ip_lock);
+    uint32_t i = ip_slot(e, key);
+    while (e->ip_table && e->ip_table[i].key && e->ip_table[i].key != key)
+        i = (i + 1) & e->ip_mask;
+    if (e->ip_table && e->ip_table[i].key == key && --e->ip_table[i].count == 0) {
+        /* Backward-shift deletion keeps every probe chain unbroken without tombstones. */
+        uint32_t hole = i, j = i;
+        for (;;) {
+            j = (j + 1) & e->ip_mask;
+            if (!e->ip_table[j].key)
+                break;
+            uint32_t home = ip_slot(e, e->ip_table[j].key);
+            if (((j - home) & e->ip_mask) >= ((j - hole) & e->ip_mask)) {
+                e->ip_table[hole] = e->ip_table[j];
+                hole = j;
+            }
+        }
+        e->ip_table[hole].key = 0;
+        e->ip_table[hole].count = 0;
+        e->ip_used--;
+    }
+    pthread_mutex_unlock(&e->ip_lock);
 }
 
 static struct rb__worker *owner_of(struct rb_engine *e, uint64_t id)

@@ -141,7 +141,9 @@ struct rb__ring {
     struct rb__bufring bufs;
     uint64_t *rearm; /* ids of connections waiting for receive buffers (ENOBUFS) */
     uint32_t rearm_len, rearm_cap;
-    bool accepting;
+    uint32_t accept_armed;     /* accept requests in flight on this ring */
+    uint16_t accept_multishot; /* listeners with a multishot accept armed here */
+    uint64_t *ip_key; /* per slot, with --max-conns-per-ip: the address the slot counts against */
 };
 
 /* A message from another thread (rb_send / rb_close): bounded MPSC queue of the worker. */
@@ -191,11 +193,19 @@ struct rb__worker {
     uint32_t now_ms;
     bool flushed_this_turn;
 
+    double accept_tokens; /* --accept-rate: token bucket */
+    uint64_t accept_refill_ms, accept_resume_ms;
+
     bool stopping;
     uint64_t stop_deadline_ms;
     uint32_t drain_ring, drain_slot;
 
     struct rb_stats stats; /* written by this thread only; read relaxed by others */
+};
+
+struct rb__ip_count {
+    uint64_t key; /* 0: empty */
+    uint32_t count;
 };
 
 struct rb_engine {
@@ -213,6 +223,9 @@ struct rb_engine {
     struct sockaddr_storage addrs[RB_LISTEN_MAX];
     socklen_t addr_lens[RB_LISTEN_MAX];
     uint64_t token_key; /* keys the PING tokens so a forged PONG is not taken for ours */
+    pthread_mutex_t ip_lock; /* per-address counts: taken at accept and close only */
+    struct rb__ip_count *ip_table;
+    uint32_t ip_mask, ip_used;
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
     unsigned started, start_failed;
@@ -241,5 +254,9 @@ void rb__stats_add(struct rb_stats *sum, const struct rb_stats *w);
 
 /* engine.c */
 uint64_t rb__clock_ns(void);
+uint64_t rb__ip_key(const struct sockaddr_storage *ss);
+/* Counts one more connection from key; -EDQUOT when that would exceed max_conns_per_ip. */
+int rb__ip_acquire(struct rb_engine *e, uint64_t key);
+void rb__ip_release(struct rb_engine *e, uint64_t key);
 
 #endif

@@ -149,6 +149,10 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
     help_type(&o, "ringbeat_rejected_total", "counter", "Connections refused at accept.");
     emit(&o, "ringbeat_rejected_total{reason=\"full\"} %llu\n",
          (unsigned long long)s.rejected_full);
+    emit(&o, "ringbeat_rejected_total{reason=\"per_ip\"} %llu\n",
+         (unsigned long long)s.rejected_per_ip);
+    counter(&o, "ringbeat_accept_paused_total", "Times accepting paused to honour --accept-rate.",
+            s.accept_paused);
     help_type(&o, "ringbeat_closed_total", "counter", "Connections closed, by reason.");
     for (size_t i = 0; i < sizeof(close_reasons) / sizeof(close_reasons[0]); i++) {
         int r = close_reasons[i];

@@ -113,11 +113,12 @@ static void conn_set_mark(struct rb__worker *w, struct rb__conn *c, enum rb_live
         w->e->cfg.cb.on_liveness(w->e, conn_id(w, c), from, to, w->e->cfg.user);
 }
 
-/* Receiving a frame records the time and restores the mark; it touches no timer. */
+/* Receiving a frame records the time and restores the mark; it touches no timer. (The weight
+ * is below full only while the connection is suspect, so one test covers both.) */
 static inline void conn_touch(struct rb__worker *w, struct rb__conn *c)
 {
     c->last_rx_ms = w->now_ms;
-    if ((c->state & 0x73) != (weight_max(c) << 4 | RB_ALIVE))
+    if (rb__conn_liveness(c) != RB_ALIVE)
         conn_set_mark(w, c, RB_ALIVE, weight_max(c));
 }
 
@@ -367,6 +368,10 @@ static void conn_release(struct rb__worker *w, struct rb__conn *c, int reason, i
             free(x->out);
             free(x);
         }
+    }
+    if (r->ip_key && r->ip_key[c->slot]) {
+        rb__ip_release(w->e, r->ip_key[c->slot]);
+        r->ip_key[c->slot] = 0;
     }
     r->by_slot[c->slot] = NULL;
     r->used--;
@@ -825,18 +830,38 @@ static void on_flush(struct rb__worker *w, struct io_uring_cqe *cqe)
 
 /* ---- accept --------------------------------------------------------------------------------- */
 
+/* Multishot accepts, one per listener not yet armed on this ring. */
 static void arm_accept(struct rb__worker *w, struct rb__ring *r)
 {
     for (unsigned i = 0; i < w->e->cfg.listen_count; i++) {
+        struct io_uring_sqe *sqe;
+        if ((r->accept_multishot & (1u << i)) || !(sqe = ring_sqe(w, r)))
+            continue;
+        io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[i], NULL, NULL, 0);
+        io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_ACCEPT, i));
+        r->accept_multishot |= (uint16_t)(1u << i);
+        r->accept_armed++;
+    }
+}
+
+/* Single-shot accepts, as many as there are tokens (--accept-rate): a multishot accept would
+ * take a whole backlog at once before a pause could take effect. */
+static void arm_accept_tokens(struct rb__worker *w, struct rb__ring *r, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = k % w->e->cfg.listen_count;
         struct io_uring_sqe *sqe = ring_sqe(w, r);
         if (!sqe)
             return;
-        io_uring_prep_multishot_accept_direct(sqe, w->listen_fd[i], NULL, NULL, 0);
+        /* The kernel picks the slot; set by hand because liburing 2.3's helper adds 1 to it. */
+        io_uring_prep_accept(sqe, w->listen_fd[i], NULL, NULL, 0);
+        sqe->file_index = IORING_FILE_INDEX_ALLOC;
         io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_ACCEPT, i));
+        r->accept_armed++;
     }
-    r->accepting = true;
 }
 
+/* The cancelled requests complete with -ECANCELED, which is when they stop counting as armed. */
 static void cancel_accept(struct rb__worker *w, struct rb__ring *r)
 {
     for (unsigned i = 0; i < w->e->cfg.listen_count; i++) {
@@ -846,7 +871,35 @@ static void cancel_accept(struct rb__worker *w, struct rb__ring *r)
         io_uring_prep_cancel64(sqe, rb__ud(RB__OP_ACCEPT, i), IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_CANCEL, 0));
     }
-    r->accepting = false;
+}
+
+/* --accept-rate: a token bucket per worker, spent by arming that many single-shot accepts. Out
+ * of tokens, arrivals wait in the listen backlog: a reconnect storm is slowed, not refused. */
+static void accept_keep_armed(struct rb__worker *w)
+{
+    struct rb__ring *r = &w->rings[w->accept_ring];
+    uint32_t rate = w->e->cfg.accept_rate;
+    if (!rate) {
+        arm_accept(w, r);
+        return;
+    }
+    double per_ms = (double)rate / w->e->nworkers / 1000.0;
+    double burst = per_ms * 100 > 1 ? per_ms * 100 : 1; /* 100 ms worth */
+    w->accept_tokens += (double)(w->now_ms64 - w->accept_refill_ms) * per_ms;
+    w->accept_refill_ms = w->now_ms64;
+    if (w->accept_tokens > burst)
+        w->accept_tokens = burst;
+    if (r->accept_armed)
+        return;
+    if (w->accept_tokens < 1) {
+        if (w->accept_resume_ms <= w->now_ms64)
+            RB__INC(w, accept_paused);
+        w->accept_resume_ms = w->now_ms64 + (uint64_t)((1 - w->accept_tokens) / per_ms) + 1;
+        return;
+    }
+    unsigned n = w->accept_tokens > 64 ? 64 : (unsigned)w->accept_tokens;
+    w->accept_tokens -= n;
+    arm_accept_tokens(w, r, n);
 }
 
 static int ring_open(struct rb__worker *w, unsigned idx);
@@ -880,13 +933,18 @@ static void accept_rotate(struct rb__worker *w)
         return; /* every table is nearly full: the margin absorbs what still arrives */
     cancel_accept(w, cur);
     w->accept_ring = best;
-    arm_accept(w, &w->rings[best]);
+    accept_keep_armed(w);
 }
 
 static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe)
 {
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        r->accepting = false; /* re-armed by the housekeeping of this turn if still wanted */
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        /* Re-armed by this turn's housekeeping if this is still the accepting ring. */
+        unsigned listener = (unsigned)(cqe->user_data & 0xffff);
+        r->accept_armed--;
+        if (!w->e->cfg.accept_rate)
+            r->accept_multishot &= (uint16_t)~(1u << listener);
+    }
     if (cqe->res < 0) {
         if (cqe->res != -ECANCELED)
             rb_log(RB_LOG_WARN, "accept_failed", "worker=%u ring=%u error=%s", w->index, r->index,
@@ -923,7 +981,8 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
     RB__INC(w, conns);
     RB__INC(w, by_liveness[RB_ALIVE]);
     RB__INC(w, by_weight[wmax]);
-    if (cfg->peer_addr) {
+    if (cfg->peer_addr || cfg->max_conns_per_ip) {
+        /* Queued before the receive, so the address is known before the first frame. */
         struct io_uring_sqe *sqe = ring_sqe(w, r);
         if (sqe) {
             rb__prep_fixed_fd_install(sqe, slot);
@@ -941,13 +1000,27 @@ static void on_peer(struct rb__worker *w, struct io_uring_cqe *cqe)
         return;
     int fd = cqe->res;
     struct rb__conn *c = conn_lookup(w, cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
-    struct rb__conn_ext *x;
-    if (c && !(c->flags & RB__CF_HELLO) && (x = conn_ext(w, c))) {
-        socklen_t len = sizeof(x->peer);
-        x->have_peer = getpeername(fd, (struct sockaddr *)&x->peer, &len) == 0;
-        conn_ext_trim(c);
-    }
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    bool ok = c && getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
     close(fd);
+    if (!ok)
+        return;
+    struct rb__ring *r = conn_ring(w, c);
+    if (r->ip_key) {
+        uint64_t key = rb__ip_key(&peer);
+        if (key && rb__ip_acquire(w->e, key) < 0) {
+            RB__INC(w, rejected_per_ip);
+            conn_release(w, c, RB_CLOSE_FULL, 0, RB_CLOSE_FULL);
+            return;
+        }
+        r->ip_key[c->slot] = key;
+    }
+    struct rb__conn_ext *x;
+    if (w->e->cfg.peer_addr && !(c->flags & RB__CF_HELLO) && (x = conn_ext(w, c))) {
+        x->peer = peer;
+        x->have_peer = true;
+    }
 }
 
 /* ---- cross-thread hand-off ------------------------------------------------------------------ */
@@ -1168,7 +1241,7 @@ static void begin_stop(struct rb__worker *w)
     w->stopping = true;
     w->stop_deadline_ms = w->now_ms64 + w->e->cfg.drain_timeout_ms;
     for (unsigned i = 0; i < w->nrings; i++)
-        if (w->rings[i].accepting)
+        if (w->rings[i].accept_armed)
             cancel_accept(w, &w->rings[i]);
 }
 
@@ -1185,12 +1258,14 @@ static int64_t wait_timeout_ns(struct rb__worker *w)
     if (w->stopping)
         return 1000000; /* drain in paced steps */
     uint32_t ticks = rb__wheel_next(&w->wheel);
-    if (ticks == UINT32_MAX)
-        return 1000000000; /* nothing armed: look again in a second */
     uint64_t tick_ms = w->e->cfg.tick_ms;
-    uint64_t next_tick = w->now_ms64 / tick_ms + ticks;
+    /* At least once a second, so a watchdog that checks loop_turns sees an idle loop alive. */
+    uint64_t at_ns = (w->now_ms64 + 1000) * 1000000;
+    if (ticks != UINT32_MAX && (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000 < at_ns)
+        at_ns = (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000;
+    if (w->accept_resume_ms > w->now_ms64 && w->accept_resume_ms * 1000000 < at_ns)
+        at_ns = w->accept_resume_ms * 1000000;
     uint64_t now_ns = rb__clock_ns() - w->e->epoch_ns;
-    uint64_t at_ns = next_tick * tick_ms * 1000000;
     return at_ns > now_ns ? (int64_t)(at_ns - now_ns) : 0;
 }
 
@@ -1236,8 +1311,8 @@ static int worker_loop(struct rb__worker *w)
             struct rb__ring *r = &w->rings[i];
             if (r->rearm_len)
                 ring_rearm(w, r);
-            if (!w->stopping && i == w->accept_ring && !r->accepting)
-                arm_accept(w, r);
+            if (!w->stopping && i == w->accept_ring && w->now_ms64 >= w->accept_resume_ms)
+                accept_keep_armed(w);
         }
         if (w->stopping) {
             drain_step(w);
@@ -1272,10 +1347,13 @@ static int ring_open(struct rb__worker *w, unsigned idx)
         ret = io_uring_register_eventfd(&r->uring, w->wake_fd);
     if (ret == 0 && !(r->by_slot = calloc(r->slots, sizeof(*r->by_slot))))
         ret = -ENOMEM;
+    if (ret == 0 && e->cfg.max_conns_per_ip && !(r->ip_key = calloc(r->slots, sizeof(*r->ip_key))))
+        ret = -ENOMEM;
     if (ret < 0) {
         rb__bufring_free(&r->uring, &r->bufs);
         io_uring_queue_exit(&r->uring);
         free(r->by_slot);
+        free(r->ip_key);
         memset(r, 0, sizeof(*r));
         return ret;
     }
@@ -1314,6 +1392,7 @@ int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index)
     if (ret < 0)
         return ret;
     clock_update(w);
+    w->accept_refill_ms = w->now_ms64;
     rb__wheel_init(&w->wheel, (uint32_t)(w->now_ms64 / e->cfg.tick_ms));
     w->stats.workers = 1;
     return 0;
@@ -1336,6 +1415,7 @@ void rb__worker_destroy(struct rb__worker *w)
         rb__bufring_free(&r->uring, &r->bufs);
         io_uring_queue_exit(&r->uring);
         free(r->by_slot);
+        free(r->ip_key);
         free(r->rearm);
     }
     for (unsigned i = 0; i < RB_LISTEN_MAX; i++)
@@ -1376,7 +1456,7 @@ void *rb__worker_main(void *arg)
     if (ret == 0) {
         clock_update(w);
         arm_wake(w);
-        arm_accept(w, &w->rings[0]);
+        accept_keep_armed(w);
         ret = rb__ring_submit(&w->rings[0].uring);
     }
     pthread_mutex_lock(&e->start_lock);
@@ -1393,6 +1473,6 @@ void *rb__worker_main(void *arg)
         ret = worker_loop(w);
     if (ret < 0)
         rb_log(RB_LOG_ERROR, "worker_failed", "worker=%u error=%s", w->index, strerror(-ret));
-    w->error = ret;
+    __atomic_store_n(&w->error, ret, __ATOMIC_RELEASE);
     return NULL;
 }

@@ -50,11 +50,14 @@ static const char usage_text[] =
     "  --max-timeout D        largest timeout a HELLO may ask for (default 4 x max-interval)\n"
     "  --tick D               timer wheel tick = detection precision (default 10ms)\n"
     "  --max-conns N          connections beyond this get CLOSE(4) (default 1048576)\n"
+    "  --max-conns-per-ip N   per IPv4 address or IPv6 /64, beyond: CLOSE(4) (default 0: off)\n"
+    "  --accept-rate N        new connections accepted per second (default 0: unlimited)\n"
     "  --max-frame N          largest DATA payload in bytes, <= 65535 (default 4096)\n"
     "  --ring-entries N       submission queue entries per ring (default 4096)\n"
     "  --buffers N            receive buffers per ring, a power of two (default 256)\n"
     "  --buffer-size BYTES    bytes per receive buffer (default 2048)\n"
     "  --slots-per-ring N     fixed-file slots per ring (default: from RLIMIT_NOFILE)\n"
+
     "  --batch-window D       wait up to D to batch completions, e.g. 500us (default 0: off)\n"
     "  --batch-size N         completions that end a batch window early (default 64)\n"
     "  --drain-timeout D      on SIGTERM, time allowed to flush CLOSE(5) (default 5s)\n"
@@ -83,6 +86,8 @@ enum {
     OPT_MAX_TIMEOUT,
     OPT_TICK,
     OPT_MAX_CONNS,
+    OPT_MAX_CONNS_PER_IP,
+    OPT_ACCEPT_RATE,
     OPT_MAX_FRAME,
     OPT_RING_ENTRIES,
     OPT_BUFFERS,
@@ -110,6 +115,8 @@ static const struct option long_options[] = {
     {"max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT},
     {"tick", required_argument, NULL, OPT_TICK},
     {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+    {"max-conns-per-ip", required_argument, NULL, OPT_MAX_CONNS_PER_IP},
+    {"accept-rate", required_argument, NULL, OPT_ACCEPT_RATE},
     {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
     {"ring-entries", required_argument, NULL, OPT_RING_ENTRIES},
     {"buffers", required_argument, NULL, OPT_BUFFERS},
@@ -291,6 +298,12 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_MAX_CONNS:
             c->max_conns = (uint32_t)parse_uint("--max-conns", optarg, 1, UINT32_MAX);
             break;
+        case OPT_MAX_CONNS_PER_IP:
+            c->max_conns_per_ip = (uint32_t)parse_uint("--max-conns-per-ip", optarg, 0, UINT32_MAX);
+            break;
+        case OPT_ACCEPT_RATE:
+            c->accept_rate = (uint32_t)parse_uint("--accept-rate", optarg, 0, 10000000);
+            break;
         case OPT_MAX_FRAME:
             /* The header's length field is 16 bits. */
             c->max_frame = (uint32_t)parse_uint("--max-frame", optarg, 1, 65535);
@@ -456,9 +469,9 @@ static void log_stats(struct rb_engine *e, const char *event)
             n += (size_t)snprintf(line + n, sizeof(line) - n, __VA_ARGS__);                        \
     } while (0)
     APPEND("conns=%" PRIu64 " alive=%" PRIu64 " suspect=%" PRIu64 " accepted=%" PRIu64
-           " rejected_full=%" PRIu64,
-           s.conns, s.by_liveness[RB_ALIVE], s.by_liveness[RB_SUSPECT], s.accepted,
-           s.rejected_full);
+           " rejected_full=%" PRIu64 " rejected_per_ip=%" PRIu64,
+           s.conns, s.by_liveness[RB_ALIVE], s.by_liveness[RB_SUSPECT], s.accepted, s.rejected_full,
+           s.rejected_per_ip);
     /* Every reason, zeros included: a fixed set of keys is easier for scripts than a varying one.
      */
     for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
@@ -590,8 +603,13 @@ int main(int argc, char **argv)
     bool stalled_logged = false;
     int stop_sig = 0;
 
+    int worker_err = 0;
     while (stop_sig == 0) {
         now = mono_ms();
+        if ((worker_err = rb_engine_error(e)) != 0) {
+            rb_log(RB_LOG_ERROR, "worker_failed", "err=\"%s\" action=exit", strerror(-worker_err));
+            break;
+        }
         if (now >= next_stats) {
             log_stats(e, "stats");
             next_stats = now + o.stats_interval_ms;
@@ -664,6 +682,8 @@ int main(int argc, char **argv)
 #endif
     rb_engine_stop(e);
     rc = rb_engine_wait(e);
+    if (rc == 0)
+        rc = worker_err;
     log_stats(e, "final_stats");
     if (metrics != NULL)
         rb_metrics_stop(metrics);

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# run-tests.sh — the whole test suite: a release build and an ASan+UBSan build, each under ctest.
+# run-tests.sh — the whole test suite: release, ASan+UBSan and TSan builds, each under ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
-run() { # name, cmake flags...
-  local dir=$1; shift
+run() { # build dir, ctest filter ("" for all), cmake flags...
+  local dir=$1 filter=$2; shift 2
   cmake -S . -B "$dir" -DRINGBEAT_WERROR=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs"
-  (cd "$dir" && ctest --output-on-failure --timeout 600)
+  (cd "$dir" && ctest --output-on-failure --timeout 600 ${filter:+-R "$filter"})
 }
 
 echo "== release build (gcc, jemalloc) =="
-run build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run build-test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan+UBSan build =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  run build-asan -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
+  run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
+echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats) =="
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  run build-tsan "integration_test_(scale|daemon|ops)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
+  -DRINGBEAT_BENCH=OFF
 echo "all test builds passed"

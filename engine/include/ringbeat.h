@@ -112,6 +112,8 @@ struct rb_config {
     uint32_t drain_timeout_ms;         /* stop: time allowed to flush CLOSE(5) (5000) */
     uint32_t max_pending_out;          /* per-connection queued output cap, bytes (65536) */
     uint32_t slots_per_ring;           /* fixed-file slots per ring (0: from RLIMIT_NOFILE) */
+    uint32_t max_conns_per_ip;         /* per IPv4 address or IPv6 /64; beyond: CLOSE(4) (0: off) */
+    uint32_t accept_rate;              /* accepts per second, engine-wide (0: unlimited) */
     bool peer_addr;                    /* fetch each peer's address for on_open (costs 2 syscalls) */
     bool echo_data;                    /* echo DATA back when on_data is NULL (ringbeatd: true) */
     struct rb_callbacks cb;
@@ -137,7 +139,9 @@ struct rb_stats {
     uint64_t by_liveness[3];         /* open now, by enum rb_liveness (dead ones are closing) */
     uint64_t by_weight[8];           /* open now, by remaining weight of the mark (0..7, capped) */
     uint64_t accepted;               /* total */
-    uint64_t rejected_full;          /* CLOSE(4) */
+    uint64_t rejected_full;          /* CLOSE(4): --max-conns or no room */
+    uint64_t rejected_per_ip;        /* CLOSE(4): --max-conns-per-ip */
+    uint64_t accept_paused;          /* times accepting paused for --accept-rate */
     uint64_t closed[RB_CLOSE_REASON_MAX];
     uint64_t frames_in[RB_FRAME_TYPE_MAX];
     uint64_t frames_out[RB_FRAME_TYPE_MAX];
@@ -157,6 +161,8 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out);
 int rb_engine_start(struct rb_engine *e);
 /* Asks every worker to drain: CLOSE(5) to each connection, then exit. Thread- and signal-safe. */
 void rb_engine_stop(struct rb_engine *e);
+/* The first error a worker stopped with, or 0 while every worker runs (or stopped cleanly). */
+int rb_engine_error(struct rb_engine *e);
 /* Waits for the workers to finish; returns the first worker error, or 0. */
 int rb_engine_wait(struct rb_engine *e);
 void rb_engine_destroy(struct rb_engine *e);

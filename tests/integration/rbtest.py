@@ -491,6 +491,27 @@ class DaemonTestCase(unittest.TestCase):
         return c
 
 
+def wait_file_line(path, pattern, timeout=5.0, proc=None):
+    """The first line of file `path` matching the regex, polling every 20 ms until the deadline."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, "r", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    m = rx.search(line)
+                    if m:
+                        return m
+        except FileNotFoundError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("process exited (rc=%s) before %s had /%s/"
+                                 % (proc.returncode, path, pattern))
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s has no line /%s/ after %.1f s" % (path, pattern, timeout))
+        time.sleep(0.02)  # a file has no event to wait on; bounded by the deadline
+
+
 def run_tool(args, timeout=10.0):
     """Runs a short-lived command; returns (rc, stdout, stderr) as text."""
     p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

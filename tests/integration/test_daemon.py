@@ -135,6 +135,18 @@ class Logging(DaemonTestCase):
             self.assertRegex(rec["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
+class Listeners(DaemonTestCase):
+    def test_listen_is_repeatable(self):
+        d = self.start_daemon("--mode", "client", "--listen", "127.0.0.2:0")
+        m = d.wait_line(r" info listening .*addr=127\.0\.0\.2:(\d+)", 5.0)
+        second = int(m.group(1))
+        a = self.client(d)
+        b = rbtest.Client(second, host="127.0.0.2")
+        self.addCleanup(b.close)
+        a.roundtrip(1)
+        b.roundtrip(2)
+
+
 class CommandLine(unittest.TestCase):
     BAD = [
         (["--workers", "abc"], "workers"),

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LD(p)    __atomic_load_n((p), __ATOMIC_RELAXED)
 #define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 unsigned lh_index(uint64_t v)

@@ -10,9 +10,9 @@
  * (12 days in microseconds); larger values land in the last bucket.
  */
 #define LH_SUB_BITS 6
-#define LH_SUB (1u << LH_SUB_BITS)
-#define LH_EXP_MAX 34
-#define LH_BUCKETS (2 * LH_SUB + LH_EXP_MAX * LH_SUB)
+#define LH_SUB      (1u << LH_SUB_BITS)
+#define LH_EXP_MAX  34
+#define LH_BUCKETS  (2 * LH_SUB + LH_EXP_MAX * LH_SUB)
 
 /*
  * One writer thread records; other threads may read a running histogram at any time with

@@ -1,4 +1,5 @@
-/* load.c — ringbeat-load engine: io_uring client rings, protocol v1 client side, fault injection. */
+/* load.c — ringbeat-load engine: io_uring client rings, protocol v1 client side, fault injection.
+ */
 #define _GNU_SOURCE /* ppoll */
 #include "load.h"
 
@@ -42,20 +43,22 @@
  *   kernel with SKIP_SUCCESS; with a 12-byte frame on a nearly idle socket it does not happen).
  */
 
-#define U64(x) ((uint64_t)(x))
+#define U64(x)        ((uint64_t)(x))
 #define CADD(w, f, v) __atomic_store_n(&(w)->cnt.f, (w)->cnt.f + (uint64_t)(v), __ATOMIC_RELAXED)
 #define CSET(w, f, v) __atomic_store_n(&(w)->cnt.f, (uint64_t)(v), __ATOMIC_RELAXED)
-#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LD(p)         __atomic_load_n((p), __ATOMIC_RELAXED)
 
 #define RING_ENTRIES 1024u
-#define CQ_ENTRIES 8192u
+#define CQ_ENTRIES   8192u
 #define TX_FRAME_MAX 96u
-#define CLOSE_BATCH 512u    /* shutdown closes per ring per turn: paces a mass teardown */
-#define REARM_MIN 16u       /* ENOBUFS re-arms allowed per ring per turn even if no buffer came */
-#define DRAIN_US 5000000ull /* shutdown: time allowed for the close completions */
-#define BACKOFF_BASE_US 100000ull
-#define BACKOFF_CAP_US 5000000ull
-#define RXCAP 32u /* partial-frame bytes kept per connection (header + WELCOME fit) */
+#define CLOSE_BATCH  1024u /* shutdown closes per ring per turn: paces a mass teardown */
+#define REARM_MIN    64u   /* ENOBUFS re-arms allowed per ring per turn even if no buffer came */
+/* shutdown: time allowed for the close completions: 5 s plus 1 s per 10k connections */
+#define DRAIN_BASE_US     5000000ull
+#define DRAIN_PER_CONN_US 100ull
+#define BACKOFF_BASE_US   100000ull
+#define BACKOFF_CAP_US    5000000ull
+#define RXCAP             32u /* partial-frame bytes kept per connection (header + WELCOME fit) */
 
 enum op {
     OP_SOCKET = 1,
@@ -64,7 +67,7 @@ enum op {
     OP_NODELAY,
     OP_SEND,
     OP_RECV,
-    OP_CANCEL, /* the SHUT_RD that ends the recv before a close */
+    OP_CANCEL,
     OP_LINGER,
     OP_CLOSE,
 };
@@ -80,14 +83,14 @@ enum cstate {
 };
 
 /* persistent flags (survive reconnects) */
-#define CF_EVER_UP 0x01
-#define CF_SILENT 0x02
+#define CF_EVER_UP    0x01
+#define CF_SILENT     0x02
 #define CF_RESET_DONE 0x04
-#define CF_REARM_Q 0x08 /* the slot sits in the ENOBUFS re-arm queue */
+#define CF_REARM_Q    0x08 /* the slot sits in the ENOBUFS re-arm queue */
 /* per-connection-lifetime flags */
-#define CF_RECV 0x10 /* multishot recv armed */
+#define CF_RECV        0x10 /* multishot recv armed */
 #define CF_WAS_PENDING 0x20
-#define CF_LIFETIME (CF_RECV | CF_WAS_PENDING)
+#define CF_LIFETIME    (CF_RECV | CF_WAS_PENDING)
 
 /* 64 bytes: the whole per-connection user-space state. */
 struct lconn {
@@ -160,6 +163,7 @@ struct lworker {
     struct load_counters cnt;
     struct lhist rtt_us;
     struct lhist late_us;
+    struct lhist lag_us; /* PING sent minus scheduled: our own lateness */
 };
 
 enum phase { PH_RUN = 0, PH_GRACE = 1, PH_STOP = 2 };
@@ -392,8 +396,7 @@ static void begin_close(struct lworker *w, struct lring *r, uint32_t slot, bool 
     if (rst) {
         if (w->L->linger_cmd) {
             sqe = io_uring_get_sqe(&r->ring);
-            prep_setsockopt(sqe, (int)slot, SOL_SOCKET, SO_LINGER, &linger_rst,
-                            sizeof(linger_rst));
+            prep_setsockopt(sqe, (int)slot, SOL_SOCKET, SO_LINGER, &linger_rst, sizeof(linger_rst));
             sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
             sqe->user_data = ud_make(OP_LINGER, c->gen, slot);
         } else {
@@ -403,13 +406,13 @@ static void begin_close(struct lworker *w, struct lring *r, uint32_t slot, bool 
     }
     /*
      * The multishot recv holds a file reference, so close_direct alone would not release the
-     * socket. An ASYNC_CANCEL by fd scans every armed request of the ring (quadratic at mass
-     * teardown); shutdown(SHUT_RD) instead wakes just this socket's recv, which ends with 0 and
-     * drops its reference, and sends nothing to the peer (FIN or RST come with the close).
+     * socket: cancel it first. By user_data, the kernel finds it with one hash lookup; a cancel
+     * by fd scans every armed request of the ring (quadratic in a mass teardown) and
+     * shutdown() is punted to io-wq threads. -ENOENT (recv not armed) is fine: hardlinked.
      */
     sqe = io_uring_get_sqe(&r->ring);
-    io_uring_prep_shutdown(sqe, (int)slot, SHUT_RD);
-    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->gen, slot), 0);
+    sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
     sqe->user_data = ud_make(OP_CANCEL, c->gen, slot);
     sqe = io_uring_get_sqe(&r->ring);
     io_uring_prep_close_direct(sqe, slot);
@@ -644,8 +647,8 @@ static void feed(struct lworker *w, struct lring *r, uint32_t slot, const uint8_
             }
             uint32_t total = RB_FRAME_HEADER_LEN + rb__get_u16(d + 2);
             if (len >= total) {
-                handle_frame(w, r, slot, d[0], d + RB_FRAME_HEADER_LEN,
-                             total - RB_FRAME_HEADER_LEN, total - RB_FRAME_HEADER_LEN, now);
+                handle_frame(w, r, slot, d[0], d + RB_FRAME_HEADER_LEN, total - RB_FRAME_HEADER_LEN,
+                             total - RB_FRAME_HEADER_LEN, now);
                 d += total;
                 len -= total;
                 continue;
@@ -733,6 +736,7 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
             return;
         if (res < 0) {
             CADD(w, connect_failures, 1);
+            CSET(w, last_connect_errno, -res);
             begin_close(w, r, slot, false, false, now);
             return;
         }
@@ -786,23 +790,26 @@ static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sc
     const struct load_cfg *cfg = L->cfg;
     struct lconn *c = &r->c[slot];
     int phase = LD(&L->phase);
-    if (c->state == CS_HELLO) {
-        if (now - c->t_us > cfg->connect_timeout_us) {
-            CADD(w, welcome_timeouts, 1);
-            CADD(w, connect_failures, 1);
-            begin_close(w, r, slot, false, false, now);
-        }
+    if (c->state == CS_HELLO && now - c->t_us > cfg->connect_timeout_us) {
+        CADD(w, welcome_timeouts, 1);
+        CADD(w, connect_failures, 1);
+        begin_close(w, r, slot, false, false, now);
         return;
     }
-    if (c->state != CS_UP || (c->flags & CF_SILENT))
+    /*
+     * A connection waiting for its WELCOME already PINGs: the server's liveness clock runs from
+     * our HELLO, so a WELCOME we read late must not push the first PING past its timeout.
+     */
+    if ((c->state != CS_UP && c->state != CS_HELLO) || (c->flags & CF_SILENT))
         return;
-    if (phase == PH_RUN && is_silenced_member(L, c->id) && now >= c->t_us + cfg->silent_after_us) {
+    if (c->state == CS_UP && phase == PH_RUN && is_silenced_member(L, c->id) &&
+        now >= c->t_us + cfg->silent_after_us) {
         c->flags |= CF_SILENT;
         CADD(w, silenced, 1);
         return;
     }
-    if (phase == PH_RUN && !(c->flags & CF_RESET_DONE) && is_reset_member(L, c->id) &&
-        now >= c->t_us + cfg->reset_after_us) {
+    if (c->state == CS_UP && phase == PH_RUN && !(c->flags & CF_RESET_DONE) &&
+        is_reset_member(L, c->id) && now >= c->t_us + cfg->reset_after_us) {
         c->flags |= CF_RESET_DONE;
         CADD(w, resets, 1);
         begin_close(w, r, slot, false, true, now);
@@ -811,13 +818,14 @@ static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sc
     if (cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT) {
         uint8_t f[16];
         uint32_t n = (uint32_t)rb__put_ping(f, RB_FRAME_PING, sched << 24 | slot);
-        if (send_bytes(w, r, slot, f, n, now) == 0)
+        if (send_bytes(w, r, slot, f, n, now) == 0) {
             CADD(w, pings_sent, 1);
+            lh_record(&w->lag_us, now - sched);
+        }
     }
 }
 
-static uint64_t phase_time(const struct lring *r, uint64_t interval_us, uint64_t cycle,
-                           uint32_t i)
+static uint64_t phase_time(const struct lring *r, uint64_t interval_us, uint64_t cycle, uint32_t i)
 {
     /* order[] was built so that phase(i) = i * share + jitter < (i + 1) * share */
     uint64_t base = cycle * interval_us + U64(i) * interval_us / r->nslots;
@@ -908,8 +916,8 @@ static void do_close_all(struct lworker *w, struct lring *r, uint64_t now)
         uint32_t slot = r->close_cursor;
         struct lconn *c = &r->c[slot];
         if (c->state == CS_UP || c->state == CS_HELLO) {
-            begin_close(w, r, slot, w->L->cfg->close_frame && c->state == CS_UP &&
-                                        !(c->flags & CF_SILENT),
+            begin_close(w, r, slot,
+                        w->L->cfg->close_frame && c->state == CS_UP && !(c->flags & CF_SILENT),
                         false, now);
             budget--;
         } else if (c->state == CS_BACKOFF || c->state == CS_IDLE) {
@@ -992,7 +1000,8 @@ static void *worker_main(void *arg)
             bool closed_all = true;
             for (unsigned i = 0; i < w->nrings && closed_all; i++)
                 closed_all = w->rings[i].close_cursor >= w->rings[i].nslots;
-            if ((closed_all && open == 0) || now - stop_at > DRAIN_US)
+            if ((closed_all && open == 0) ||
+                now - stop_at > DRAIN_BASE_US + DRAIN_PER_CONN_US * w->nconns)
                 break;
         }
         (void)pending_connects;
@@ -1042,9 +1051,8 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
         r->br = NULL;
         return -ENOMEM;
     }
-    struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)r->br,
-                                   .ring_entries = cfg->buffers,
-                                   .bgid = 0};
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)r->br, .ring_entries = cfg->buffers, .bgid = 0};
     ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
     if (ret < 0)
         return ret;
@@ -1142,7 +1150,7 @@ static void sum_counters(struct load_counters *dst, const struct load_counters *
             if (v && (!d[i] || v < d[i]))
                 d[i] = v;
         } else if (&d[i] == &dst->last_established_us || &d[i] == &dst->timeout_ms_max ||
-                   &d[i] == &dst->early_max_us) {
+                   &d[i] == &dst->last_connect_errno || &d[i] == &dst->early_max_us) {
             if (v > d[i])
                 d[i] = v;
         } else {
@@ -1167,8 +1175,8 @@ static void read_rss(uint64_t *rss_kb, uint64_t *hwm_kb)
     fclose(f);
 }
 
-static void live_line(struct load *L, uint64_t now, struct load_counters *prev, struct lhist *prev_h,
-                      struct lhist *cur_h)
+static void live_line(struct load *L, uint64_t now, struct load_counters *prev,
+                      struct lhist *prev_h, struct lhist *cur_h)
 {
     struct load_counters t;
     memset(&t, 0, sizeof(t));
@@ -1197,10 +1205,10 @@ static void live_line(struct load *L, uint64_t now, struct load_counters *prev, 
                                  prev->pings_received),
             (unsigned long long)(t.pongs_received + t.pongs_sent - prev->pongs_received -
                                  prev->pongs_sent),
-            (unsigned long long)lh_percentile(&win, 50), (unsigned long long)lh_percentile(&win, 99),
-            codes, (unsigned long long)t.closed_eof, (unsigned long long)t.closed_reset,
-            (unsigned long long)t.silenced, (unsigned long long)t.detected,
-            (unsigned long long)t.false_deaths);
+            (unsigned long long)lh_percentile(&win, 50),
+            (unsigned long long)lh_percentile(&win, 99), codes, (unsigned long long)t.closed_eof,
+            (unsigned long long)t.closed_reset, (unsigned long long)t.silenced,
+            (unsigned long long)t.detected, (unsigned long long)t.false_deaths);
     *prev = t;
     memcpy(prev_h, cur_h, sizeof(*prev_h));
 }
@@ -1277,8 +1285,10 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
 
     /* Supervisor: phases and the live line. */
     double nominal_ramp_s = (double)cfg->connections / cfg->rate_per_s;
-    uint64_t ramp_deadline = (uint64_t)(nominal_ramp_s * 1e6) +
-                             (nominal_ramp_s > 10 ? (uint64_t)(nominal_ramp_s * 1e6) : 10000000);
+    /* the hold starts when every connection was tried, or after this much ramp at most */
+    uint64_t ramp_deadline =
+        (uint64_t)(nominal_ramp_s * 1e6) +
+        (nominal_ramp_s > 15 ? (uint64_t)(2 * nominal_ramp_s * 1e6) : 30000000);
     uint64_t hold_start = 0, hold_end = 0, grace_end = 0;
     uint64_t next_line = 1000000;
     struct load_counters prev;
@@ -1307,7 +1317,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
             memset(&t, 0, sizeof(t));
             for (unsigned i = 0; i < cfg->workers; i++)
                 sum_counters(&t, &L.w[i].cnt);
-            uint64_t tmo = t.timeout_ms_max ? t.timeout_ms_max
+            uint64_t tmo = t.timeout_ms_max  ? t.timeout_ms_max
                            : cfg->timeout_ms ? cfg->timeout_ms
                                              : 3ull * cfg->interval_ms;
             if (cfg->silent_pct > 0 && t.silenced > t.detected) {
@@ -1349,6 +1359,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         sum_counters(&res->c, &w->cnt);
         lh_merge(&res->rtt_us, &w->rtt_us);
         lh_merge(&res->lateness_us, &w->late_us);
+        lh_merge(&res->send_lag_us, &w->lag_us);
         if (w->rings)
             for (unsigned k = 0; k < w->nrings; k++)
                 ring_teardown(&L, &w->rings[k]);

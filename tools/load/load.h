@@ -9,30 +9,30 @@
 #include "hist.h"
 
 #define LOAD_TARGETS_MAX 4096
-#define LOAD_CODES 8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
+#define LOAD_CODES       8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
 
 struct load_cfg {
     struct sockaddr_in *targets; /* destinations, used round-robin by connection number */
     unsigned target_count;
     uint32_t connections;
-    double rate_per_s;          /* connection attempts per second during the ramp */
-    uint64_t duration_us;       /* hold time after the ramp */
+    double rate_per_s;    /* connection attempts per second during the ramp */
+    uint64_t duration_us; /* hold time after the ramp */
     unsigned workers;
-    uint8_t mode;               /* enum rb_mode */
-    uint32_t interval_ms;       /* sent in HELLO; also our PING period (client/silent modes) */
-    uint32_t timeout_ms;        /* sent in HELLO; 0 = server default */
+    uint8_t mode;         /* enum rb_mode */
+    uint32_t interval_ms; /* sent in HELLO; also our PING period (client/silent modes) */
+    uint32_t timeout_ms;  /* sent in HELLO; 0 = server default */
     double silent_pct;
-    uint64_t silent_after_us;   /* since the connection's WELCOME */
+    uint64_t silent_after_us; /* since the connection's WELCOME */
     double reset_pct;
-    uint64_t reset_after_us;    /* since the connection's WELCOME */
+    uint64_t reset_after_us; /* since the connection's WELCOME */
     bool reconnect;
     uint64_t connect_timeout_us; /* connect (link timeout) and again HELLO -> WELCOME */
     uint32_t inflight_per_ring;  /* connects in flight per ring */
     uint32_t slots_per_ring;     /* 0: RLIMIT_NOFILE - margin */
     uint32_t buffers;            /* provided receive buffers per ring (power of two) */
     uint32_t buffer_size;
-    bool close_frame;            /* send CLOSE(1) before closing at the end */
-    bool quiet;                  /* no live line */
+    bool close_frame; /* send CLOSE(1) before closing at the end */
+    bool quiet;       /* no live line */
     uint64_t seed;
 };
 
@@ -46,10 +46,12 @@ struct load_counters {
     uint64_t closed_eof, closed_reset; /* closed by the peer without a CLOSE frame */
     uint64_t false_deaths, protocol_errors, send_errors;
     uint64_t silenced, detected, detected_early;
-    uint64_t early_max_us; /* largest earliness of an early detection (clamped to 0 in the histogram) */
+    uint64_t
+        early_max_us; /* largest earliness of an early detection (clamped to 0 in the histogram) */
     uint64_t resets, resets_fin_fallback;
     uint64_t enobufs, rearms, cq_overflow, turns, submits;
     uint64_t first_attempt_us, last_established_us; /* since the run start; 0 = none */
+    uint64_t last_connect_errno;                    /* diagnostics: the errno of a failed connect */
     uint64_t timeout_ms_max;                        /* largest effective timeout from WELCOME */
 };
 
@@ -57,6 +59,7 @@ struct load_result {
     struct load_counters c;
     struct lhist rtt_us;
     struct lhist lateness_us;
+    struct lhist send_lag_us; /* PING sent minus its scheduled time: the generator's own lag */
     double duration_s;
     double ramp_s;
     uint64_t rings;

@@ -32,8 +32,8 @@ static const char usage[] =
     "  --connect-timeout D    connect and WELCOME timeout (5s)\n"
     "  --inflight N           connects in flight per ring (256)\n"
     "  --slots-per-ring N     fixed-file slots per ring (RLIMIT_NOFILE - 1000)\n"
-    "  --buffers N            provided receive buffers per ring, power of two (256)\n"
-    "  --buffer-size N        bytes per receive buffer (256)\n"
+    "  --buffers N            provided receive buffers per ring, power of two (4096)\n"
+    "  --buffer-size N        bytes per receive buffer (128)\n"
     "  --no-close-frame       at the end close without sending CLOSE(1)\n"
     "  --seed N               seed for phases and jitter (1)\n"
     "  --quiet                no live line\n"
@@ -54,32 +54,10 @@ static int bad_flag(const char *flag, const char *why)
     return 2;
 }
 
-/* "250ms", "30s", "2m", "500us" or bare milliseconds. */
+/* Durations follow the daemon's rules (rb_parse_duration_us): us, ms, s, m; bare = ms. */
 static int parse_duration_us(const char *s, uint64_t *out)
 {
-    char *end;
-    errno = 0;
-    if (*s < '0' || *s > '9')
-        return -EINVAL;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        return -EINVAL;
-    double mult;
-    if (*end == '\0' || strcmp(end, "ms") == 0)
-        mult = 1000;
-    else if (strcmp(end, "us") == 0)
-        mult = 1;
-    else if (strcmp(end, "s") == 0)
-        mult = 1e6;
-    else if (strcmp(end, "m") == 0)
-        mult = 60e6;
-    else
-        return -EINVAL;
-    double us = v * mult;
-    if (us > 1e15)
-        return -ERANGE;
-    *out = (uint64_t)us;
-    return 0;
+    return rb_parse_duration_us(s, out);
 }
 
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
@@ -185,6 +163,10 @@ static int write_json(const char *path, const struct load_cfg *cfg, const struct
             (unsigned long long)h->count, (unsigned long long)lh_percentile(h, 50),
             (unsigned long long)lh_percentile(h, 90), (unsigned long long)lh_percentile(h, 99),
             (unsigned long long)lh_percentile(h, 99.9), (unsigned long long)h->max);
+    const struct lhist *g = &r->send_lag_us;
+    fprintf(f, "  \"send_lag_us\": {\"p50\": %llu, \"p99\": %llu, \"max\": %llu},\n",
+            (unsigned long long)lh_percentile(g, 50), (unsigned long long)lh_percentile(g, 99),
+            (unsigned long long)g->max);
     fprintf(f, "  \"closes_by_code\": {");
     bool first = true;
     for (unsigned k = 1; k < LOAD_CODES; k++) {
@@ -244,12 +226,19 @@ static void print_summary(const struct load_cfg *cfg, const struct load_result *
            (unsigned long long)c->pings_sent, (unsigned long long)c->pongs_received,
            (unsigned long long)c->pings_received, (unsigned long long)c->pongs_sent,
            (unsigned long long)c->pong_unmatched);
+    if (c->last_connect_errno)
+        printf("a connect failed with: %s\n", strerror((int)c->last_connect_errno));
     if (cfg->mode == 1)
         printf("rtt_us (from scheduled send): n=%llu p50=%llu p90=%llu p99=%llu p99.9=%llu "
                "max=%llu\n",
                (unsigned long long)h->count, (unsigned long long)lh_percentile(h, 50),
                (unsigned long long)lh_percentile(h, 90), (unsigned long long)lh_percentile(h, 99),
                (unsigned long long)lh_percentile(h, 99.9), (unsigned long long)h->max);
+    if (r->send_lag_us.count)
+        printf("send lag (our lateness, us): p50=%llu p99=%llu max=%llu\n",
+               (unsigned long long)lh_percentile(&r->send_lag_us, 50),
+               (unsigned long long)lh_percentile(&r->send_lag_us, 99),
+               (unsigned long long)r->send_lag_us.max);
     printf("closes by peer:");
     for (unsigned k = 1; k < LOAD_CODES; k++)
         if (c->closes_by_code[k])
@@ -288,8 +277,8 @@ int main(int argc, char **argv)
         .reset_after_us = 2000000,
         .connect_timeout_us = 5000000,
         .inflight_per_ring = 256,
-        .buffers = 256,
-        .buffer_size = 256,
+        .buffers = 4096,
+        .buffer_size = 128,
         .close_frame = true,
         .seed = 1,
     };
