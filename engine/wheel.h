@@ -23,7 +23,8 @@
  * Precision: exact. A timer with deadline d is handed out by rb__wheel_get() after the first
  * rb__wheel_update(w, now) with now >= d, never earlier; order within one tick is unspecified.
  *
- * Complexity: add, del, get O(1), allocation-free. A timer is relinked at most once per level
+ * Complexity: add, del, get O(1), allocation-free (del scans the slot's lane heads when it
+ * empties a lane). A timer is relinked at most once per level
  * (at most RB__WHEEL_LEVELS - 1 = 4 times, typically 2 for a deadline 30 000 ticks ahead).
  * Per-level occupancy bitmaps find the next non-empty slot with a few ctz over 8 words, so
  * rb__wheel_next is O(1) and rb__wheel_update costs O(slots that come due + timers relinked or
@@ -39,9 +40,11 @@
 /*
  * Each slot is RB__WHEEL_LANES independent lists, filled in turn. Walking a slot (to cascade or
  * expire it) then follows that many pointer chains side by side, so their cache misses overlap
- * instead of queueing one behind the other: at 1M timers one miss costs ~100-300 ns here.
+ * instead of queueing one behind the other: at 1M timers a miss costs ~280 ns on the test VM,
+ * and expiry fell from ~710 ns per timer (1 lane) to ~100 (8) and ~60 (16). The wheel is then
+ * 64 KiB.
  */
-#define RB__WHEEL_LANES 8
+#define RB__WHEEL_LANES 16
 
 struct rb__timer {
     struct rb__timer *next;

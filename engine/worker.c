@@ -117,7 +117,9 @@ static void conn_set_mark(struct rb__worker *w, struct rb__conn *c, enum rb_live
  * is below full only while the connection is suspect, so one test covers both.) */
 static inline void conn_touch(struct rb__worker *w, struct rb__conn *c)
 {
-    c->last_rx_ms = w->now_ms;
+    /* Rounded up: the clock is truncated to ms, and a connection must never look older than it
+     * is (that would declare it dead up to 1 ms early). */
+    c->last_rx_ms = w->now_ms + 1;
     if (rb__conn_liveness(c) != RB_ALIVE)
         conn_set_mark(w, c, RB_ALIVE, weight_max(c));
 }
@@ -969,7 +971,7 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
         c->gen = (uint32_t)++w->gen_counter[r->index];
     c->slot = slot;
     c->ring = r->index;
-    c->last_rx_ms = w->now_ms;
+    c->last_rx_ms = w->now_ms + 1; /* rounded up, as in conn_touch() */
     c->interval_ms = cfg->interval_ms;
     c->timeout_ms = cfg->timeout_ms;
     conn_set_mode(c, cfg->mode);

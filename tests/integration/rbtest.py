@@ -349,6 +349,7 @@ class Daemon:
         args += [str(f) for f in flags]
         self.args = args
         self.lines = []
+        self.last_index = -1  # index of the line wait_line matched last
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)

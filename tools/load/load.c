@@ -968,7 +968,7 @@ static void *worker_main(void *arg)
             if (t < next)
                 next = t;
         }
-        uint32_t open = 0, pending_connects = 0;
+        uint32_t open = 0;
         for (unsigned i = 0; i < w->nrings; i++) {
             struct lring *r = &w->rings[i];
             do_rearms(w, r);
@@ -992,7 +992,6 @@ static void *worker_main(void *arg)
             if (ret < 0)
                 next = now;
             open += r->active;
-            pending_connects += r->inflight;
         }
         if (w->launched >= w->nconns && LD(&w->cnt.pending_now) == 0)
             __atomic_store_n(&w->ramp_done, 1, __ATOMIC_RELAXED);
@@ -1004,7 +1003,6 @@ static void *worker_main(void *arg)
                 now - stop_at > DRAIN_BASE_US + DRAIN_PER_CONN_US * w->nconns)
                 break;
         }
-        (void)pending_connects;
         /* sleep only if no completion is already waiting */
         bool ready = false;
         for (unsigned i = 0; i < w->nrings && !ready; i++)
@@ -1095,7 +1093,7 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
     return 0;
 }
 
-static void ring_teardown(const struct load *L, struct lring *r)
+static void ring_teardown(struct lring *r)
 {
     if (r->br_ok)
         io_uring_unregister_buf_ring(&r->ring, 0);
@@ -1103,7 +1101,6 @@ static void ring_teardown(const struct load *L, struct lring *r)
         io_uring_queue_exit(&r->ring);
     if (r->br)
         munmap(r->br, r->br_bytes);
-    (void)L;
     free(r->bufs);
     free(r->c);
     free(r->order);
@@ -1362,7 +1359,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         lh_merge(&res->send_lag_us, &w->lag_us);
         if (w->rings)
             for (unsigned k = 0; k < w->nrings; k++)
-                ring_teardown(&L, &w->rings[k]);
+                ring_teardown(&w->rings[k]);
         free(w->rings);
         if (w->efd >= 0)
             close(w->efd);
