@@ -1,4 +1,5 @@
-/* test_embed.c — the embedding API (callbacks, rb_send/rb_close, stats, stop) over real loopback sockets. */
+/* test_embed.c — the embedding API (callbacks, rb_send/rb_close, stats, stop) over real loopback
+ * sockets. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -70,9 +71,9 @@ struct fx {
     size_t nev;
     bool overflow;
     /* Behaviour of the callbacks; set before rb_engine_start, read-only afterwards. */
-    bool reply_upper;    /* on_data answers with the payload in upper case, via rb_send */
-    bool send_in_close;  /* on_close calls rb_send for the id being closed */
-    uint64_t probe_id;   /* under lock: on_data "probe" sends to this id from the worker */
+    bool reply_upper;   /* on_data answers with the payload in upper case, via rb_send */
+    bool send_in_close; /* on_close calls rb_send for the id being closed */
+    uint64_t probe_id;  /* under lock: on_data "probe" sends to this id from the worker */
     struct rb_engine *e;
     uint16_t port;
     struct client *clients[CLIENTS_MAX];
@@ -143,7 +144,8 @@ static void cb_liveness(struct rb_engine *e, uint64_t id, enum rb_liveness from,
 static void cb_close(struct rb_engine *e, uint64_t id, int reason, int peer_code, void *user)
 {
     struct fx *fx = user;
-    struct ev ev = {.kind = EV_CLOSE, .id = id, .reason = reason, .peer_code = peer_code, .send_rc = 1};
+    struct ev ev = {
+        .kind = EV_CLOSE, .id = id, .reason = reason, .peer_code = peer_code, .send_rc = 1};
     if (fx->send_in_close)
         ev.send_rc = rb_send(e, id, "late", 4);
     ev_push(fx, &ev);
@@ -217,8 +219,8 @@ static struct ev must_wait(struct fx *fx, enum ev_kind kind, uint64_t id, int au
 {
     struct ev ev;
     if (!fx_wait(fx, kind, id, aux, timeout_ms, &ev))
-        fail_msg("no event kind=%d id=%#llx aux=%d within %d ms", kind, (unsigned long long)id,
-                 aux, timeout_ms);
+        fail_msg("no event kind=%d id=%#llx aux=%d within %d ms", kind, (unsigned long long)id, aux,
+                 timeout_ms);
     return ev;
 }
 
@@ -560,8 +562,8 @@ static struct welcome expect_welcome(struct client *cl)
 }
 
 /* HELLO, WELCOME and the on_open it causes; returns the connection id both agree on. */
-static uint64_t handshake(struct fx *fx, struct client *cl, enum rb_mode mode,
-                          uint32_t interval_ms, uint32_t timeout_ms, const char *client_id)
+static uint64_t handshake(struct fx *fx, struct client *cl, enum rb_mode mode, uint32_t interval_ms,
+                          uint32_t timeout_ms, const char *client_id)
 {
     send_hello(cl, mode, interval_ms, timeout_ms, client_id);
     struct welcome w = expect_welcome(cl);
@@ -677,7 +679,6 @@ static void test_open_without_hello(void **state)
     /* Silent mode: the PING is not answered. */
     expect_silence(cl, 300);
 
-
     /* A connection that sends nothing is never opened, so its end raises no on_close. */
     struct client *quiet = client_open(fx, fx->port);
     wait_stats_field(fx, offsetof(struct rb_stats, accepted), 2, 2000);
@@ -692,7 +693,8 @@ static void test_open_without_hello(void **state)
     assert_int_equal(fx_count(fx, EV_CLOSE, 0, ANY), 1);
 }
 
-/* ---- on_data and rb_send ----------------------------------------------------------------------- */
+/* ---- on_data and rb_send -----------------------------------------------------------------------
+ */
 
 static void test_on_data_no_echo(void **state)
 {
@@ -876,7 +878,8 @@ static void test_send_unknown_id(void **state)
     assert_int_equal(rb_engine_error(fx->e), 0);
 }
 
-/* ---- closing ----------------------------------------------------------------------------------- */
+/* ---- closing -----------------------------------------------------------------------------------
+ */
 
 static void test_close_from_other_thread(void **state)
 {
@@ -960,7 +963,8 @@ static void test_close_reset(void **state)
     assert_int_equal(st.conns, 0);
 }
 
-/* ---- liveness ---------------------------------------------------------------------------------- */
+/* ---- liveness ----------------------------------------------------------------------------------
+ */
 
 static void test_silent_client_times_out(void **state)
 {
@@ -1019,7 +1023,8 @@ static void test_suspect_comes_back(void **state)
     assert_int_equal(fx_count(fx, EV_LIVENESS, id, ANY), 2);
 }
 
-/* ---- stats ------------------------------------------------------------------------------------- */
+/* ---- stats -------------------------------------------------------------------------------------
+ */
 
 static void test_stats_counts(void **state)
 {
@@ -1065,7 +1070,8 @@ static void test_stats_counts(void **state)
     assert_int_equal(st.frames_out[RB_FRAME_DATA], 0);
     assert_int_equal(st.frames_out[RB_FRAME_CLOSE], 0);
     assert_int_equal(st.closed[RB_CLOSE_PEER], 1);
-    /* 3 HELLO (12 + 2 id bytes each), 2 PING, 1 DATA of 2, 1 CLOSE of 2, all with 4-byte headers. */
+    /* 3 HELLO (12 + 2 id bytes each), 2 PING, 1 DATA of 2, 1 CLOSE of 2, all with 4-byte headers.
+     */
     assert_int_equal(st.bytes_in, 3 * 18 + 2 * 12 + 6 + 6);
 
     /* The per-worker views add up to the total. */
@@ -1078,7 +1084,8 @@ static void test_stats_counts(void **state)
     assert_int_equal(w0.frames_in[RB_FRAME_PING] + w1.frames_in[RB_FRAME_PING], 2);
 }
 
-/* ---- stop -------------------------------------------------------------------------------------- */
+/* ---- stop --------------------------------------------------------------------------------------
+ */
 
 static void test_stop_closes_everyone(void **state)
 {
@@ -1126,7 +1133,8 @@ static void test_stop_closes_everyone(void **state)
     assert_int_equal(rb_engine_error(fx->e), 0);
 }
 
-/* ---- configuration ----------------------------------------------------------------------------- */
+/* ---- configuration -----------------------------------------------------------------------------
+ */
 
 static void test_create_rejects_bad_config(void **state)
 {
@@ -1174,7 +1182,8 @@ static void test_create_rejects_bad_config(void **state)
     rb_engine_destroy(e);
 }
 
-/* ---- two engines ------------------------------------------------------------------------------- */
+/* ---- two engines -------------------------------------------------------------------------------
+ */
 
 static void test_two_engines(void **state)
 {
