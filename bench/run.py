@@ -309,8 +309,11 @@ def run_one(a, kind, label, outdir, stamp):
     load_out = []
     threading.Thread(target=lambda: load_out.extend(load.stdout), daemon=True).start()
 
+    # Two deadlines: the ramp may take up to 5x its planned time on a busy machine; once it is
+    # over (every connection is up or has failed), the hold and the teardown get a fixed budget.
     ramp_est = a.connections / max(1, a.rate)
-    deadline = time.time() + ramp_est * 3 + a.hold_s + 30 + a.interval_s
+    deadline = time.time() + max(60, ramp_est * 5) + a.hold_s + 30 + a.interval_s
+    ramp_over = False
     prev_hb = None
     timed_out = False
     while True:
@@ -347,6 +350,11 @@ def run_one(a, kind, label, outdir, stamp):
                             sunreclaim=slab_bytes("SUnreclaim"), load_cpu_s=load_cpu,
                             loadavg=loadavg1(),
                             srv=dict(srv_err.last_stats)))
+        if not ramp_over:
+            up, failed = load_err.last("up"), load_err.last("failed")
+            if up is not None and up + (failed or 0) >= a.connections:
+                ramp_over = True
+                deadline = now + a.hold_s + 30 + a.interval_s
         if not alive_load:
             break
         if now > deadline:

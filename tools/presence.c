@@ -10,22 +10,36 @@
 #include "ringbeat.h"
 
 /*
- * on_close only carries the connection id, so the client id seen at open is remembered here.
- * Callbacks run on several worker threads, hence the lock; a real service would use its own map.
+ * on_close only carries the connection id, so the client id seen at open is remembered here, in a
+ * small open-addressed table keyed by the whole id (removed entries become tombstones, reused by
+ * later inserts). Callbacks run on several worker threads, hence the lock.
  */
 #define NAMES 4096
+#define TOMBSTONE 1 /* never a connection id: generations start at 1 */
 static struct {
     uint64_t id;
     char name[RB_CLIENT_ID_MAX + 1];
 } names[NAMES];
 static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static unsigned find(uint64_t id, int for_insert)
+{
+    unsigned h = (unsigned)((id * 0x9E3779B97F4A7C15ULL) >> 52) % NAMES;
+    for (unsigned i = 0; i < NAMES; i++) {
+        unsigned k = (h + i) % NAMES;
+        if (names[k].id == id || names[k].id == 0 || (for_insert && names[k].id == TOMBSTONE))
+            return k;
+    }
+    return NAMES;
+}
+
 static void name_of(uint64_t id, char out[RB_CLIENT_ID_MAX + 1], int forget)
 {
     pthread_mutex_lock(&names_lock);
-    strcpy(out, names[id % NAMES].id == id ? names[id % NAMES].name : "?");
-    if (forget && names[id % NAMES].id == id)
-        names[id % NAMES].id = 0;
+    unsigned k = find(id, 0);
+    strcpy(out, k < NAMES && names[k].id == id ? names[k].name : "?");
+    if (forget && k < NAMES && names[k].id == id)
+        names[k].id = TOMBSTONE;
     pthread_mutex_unlock(&names_lock);
 }
 
@@ -59,8 +73,11 @@ static void on_open(struct rb_engine *e, const struct rb_conn_info *info, void *
     if (n == 0)
         strcpy(name, "anonymous");
     pthread_mutex_lock(&names_lock);
-    names[info->id % NAMES].id = info->id;
-    strcpy(names[info->id % NAMES].name, name);
+    unsigned k = find(info->id, 1);
+    if (k < NAMES) {
+        names[k].id = info->id;
+        strcpy(names[k].name, name);
+    }
     pthread_mutex_unlock(&names_lock);
     format_peer(&info->peer, peer, sizeof(peer));
     printf("online  %-20s from %s (mode %s, every %u ms)\n", name, peer, rb_mode_name(info->mode),

@@ -174,7 +174,9 @@ uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener);
  * Sends a DATA frame to connection id. On the owning worker (inside a callback) this queues the
  * frame for the loop's next submit; from any other thread it copies the payload into a bounded
  * hand-off queue of the owning worker (one allocation, one CAS, one eventfd write).
- * -ENOENT: no such connection; -EMSGSIZE: len > max_frame; -EAGAIN: hand-off queue full.
+ * -ENOENT: no such connection (from another thread only for an id that can never be valid: the
+ * owner learns of a closed id after the hand-off and drops the message); -EMSGSIZE: len >
+ * max_frame; -EAGAIN: hand-off queue full.
  */
 int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len);
 /* Sends CLOSE(code) and releases the connection; same threading rules as rb_send. */

@@ -193,7 +193,7 @@ class PresenceTest(unittest.TestCase):
         bob.handshake(MODE_CLIENT, 1000, 3000, b"bob")
         p.wait_line(online("bob", bob.sock.getsockname()[1]), 3.0)
         p.wait_line(suspect("bob"), 3.0)
-        f, seen = bob.wait_close(5.0, allow=())
+        f, _ = bob.wait_close(5.0, allow=())
         self.assertEqual(f.close_code, CLOSE_TIMEOUT)
         bob.expect_eof(2.0)
         p.wait_line(offline("bob", "timeout"), 2.0)
@@ -208,7 +208,7 @@ class PresenceTest(unittest.TestCase):
         p = self.start()
         # Long intervals: nobody goes suspect while the test runs.
         carol = self.client(p)
-        carol.handshake(MODE_CLIENT, 10000, 30000, b"carol")
+        carol_w = carol.handshake(MODE_CLIENT, 10000, 30000, b"carol")
         p.wait_line(online("carol", carol.sock.getsockname()[1], interval_ms=10000), 3.0)
         # No HELLO: the server's defaults (server mode, every 5 s) and no name.
         anon = self.client(p)
@@ -217,17 +217,33 @@ class PresenceTest(unittest.TestCase):
         p.wait_line(online("anonymous", anon.sock.getsockname()[1], "server", 5000), 3.0)
         # Peer-chosen bytes are printed only when harmless.
         eve = self.client(p)
-        eve.handshake(MODE_CLIENT, 10000, 30000, b"eve\n x\x7f")
+        eve_w = eve.handshake(MODE_CLIENT, 10000, 30000, b"eve\n x\x7f")
         p.wait_line(online("eve__x_", eve.sock.getsockname()[1], interval_ms=10000), 3.0)
 
+        # More named clients until connections live on two rings (design.md: a connection id is
+        # generation(28) | ring(12) | slot(20)), so names must be told apart across workers.
+        clients = [carol, anon, eve]
+        names = ["carol", "anonymous", "eve__x_"]
+        rings = {(w["conn_id"] >> 20) & 0xfff for w in (carol_w, eve_w)}
+        for i in range(16):
+            if len(rings) >= 2 and i >= 2:
+                break
+            c = self.client(p)
+            w = c.handshake(MODE_CLIENT, 10000, 30000, b"p%d" % i)
+            rings.add((w["conn_id"] >> 20) & 0xfff)
+            p.wait_line(online("p%d" % i, c.sock.getsockname()[1], interval_ms=10000), 3.0)
+            clients.append(c)
+            names.append("p%d" % i)
+        self.assertGreaterEqual(len(rings), 2, "all connections landed on one ring")
+
         p.proc.send_signal(signal.SIGTERM)
-        for c in (carol, anon, eve):
+        for c in clients:
             c.expect_close(CLOSE_SHUTDOWN, 5.0)
         lines = p.terminate()
-        for name in ("carol", "anonymous", "eve__x_"):
+        for name in names:
             self.assertEqual(len([l for l in lines if re.search(offline(name, "shutdown"), l)]),
-                             1, "\n".join(lines))
-        self.assertEqual(len(lines), 7, "\n".join(lines))
+                             1, "%s is not shown offline once:\n%s" % (name, "\n".join(lines)))
+        self.assertEqual(len(lines), 1 + 2 * len(names), "\n".join(lines))
 
 
 if __name__ == "__main__":
