@@ -32,8 +32,8 @@ void rb_config_init(struct rb_config *cfg)
     cfg->tick_ms = 10;
     cfg->max_conns = 1048576;
     cfg->max_frame = 4096;
-    cfg->ring_entries = 2048;
-    cfg->buffers = 256;
+    cfg->ring_entries = 512;
+    cfg->buffers = 128;
     cfg->buffer_size = 1024;
     cfg->batch_size = 64;
     cfg->drain_timeout_ms = 5000;

@@ -412,17 +412,23 @@ static void conn_set_mode(struct rb__conn *c, enum rb_mode mode)
 }
 
 /*
- * Server mode spreads first PINGs: a connection's first PING point is one interval plus a phase
- * in [0, interval) derived from its id, so a burst of arrivals does not ping in a burst one
- * interval later, and no connection is pinged before a full interval of silence. Once the first
- * PING has gone out, PING points are every interval of silence.
+ * Server mode spreads PINGs so that they never bunch: the first PING point is one interval plus a
+ * phase in [0, interval) derived from the connection's id, so a burst of arrivals does not ping
+ * in a burst one interval later; every later PING point gets a jitter in [0, interval / 16)
+ * derived from the id and the time of the last frame, so a stall that bunches answers together
+ * (a slow peer, an overloaded moment) is spread out again instead of repeating every interval.
+ * No PING ever goes out before a full interval of silence. Derived, not stored: the record
+ * stays 64 bytes, and the timer handler recomputes the same offset as the scheduler.
  */
 static uint64_t ping_offset(struct rb__worker *w, const struct rb__conn *c)
 {
-    if (rb__conn_mode(c) != RB_MODE_SERVER || !(c->flags & RB__CF_FIRST_PING))
+    if (rb__conn_mode(c) != RB_MODE_SERVER)
         return 0;
     uint64_t h = (conn_id(w, c) ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
-    return (h >> 32) % c->interval_ms;
+    if (c->flags & RB__CF_FIRST_PING)
+        return (h >> 32) % c->interval_ms;
+    h = (h ^ c->last_rx_ms) * 0xBF58476D1CE4E5B9ULL;
+    return (h >> 32) % (c->interval_ms / 16 + 1);
 }
 
 static void conn_start_timer(struct rb__worker *w, struct rb__conn *c)
@@ -911,7 +917,7 @@ static int ring_open(struct rb__worker *w, unsigned idx);
  * kernel would drop the connection it had accepted. */
 static uint32_t accept_margin(const struct rb__ring *r)
 {
-    return r->slots / 4 < 1024 ? r->slots / 4 : 1024;
+    return r->slots / 4 < 4096 ? r->slots / 4 : 4096; /* 4096: the listen backlog */
 }
 
 static void accept_rotate(struct rb__worker *w)
@@ -951,6 +957,8 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
         if (cqe->res != -ECANCELED)
             rb_log(RB_LOG_WARN, "accept_failed", "worker=%u ring=%u error=%s", w->index, r->index,
                    strerror(-cqe->res));
+        if (cqe->res == -ENFILE)
+            accept_rotate(w); /* this table is full: move on before re-arming */
         return;
     }
     uint32_t slot = (uint32_t)cqe->res;

@@ -53,8 +53,8 @@ static const char usage_text[] =
     "  --max-conns-per-ip N   per IPv4 address or IPv6 /64, beyond: CLOSE(4) (default 0: off)\n"
     "  --accept-rate N        new connections accepted per second (default 0: unlimited)\n"
     "  --max-frame N          largest DATA payload in bytes, <= 65535 (default 4096)\n"
-    "  --ring-entries N       submission queue entries per ring (default 2048)\n"
-    "  --buffers N            receive buffers per ring, a power of two (default 256)\n"
+    "  --ring-entries N       submission queue entries per ring (default 512)\n"
+    "  --buffers N            receive buffers per ring, a power of two (default 128)\n"
     "  --buffer-size BYTES    bytes per receive buffer (default 1024)\n"
     "  --slots-per-ring N     fixed-file slots per ring (default: from RLIMIT_NOFILE)\n"
 

@@ -104,8 +104,8 @@ struct rb_config {
     uint32_t tick_ms;                  /* wheel tick = detection precision (10) */
     uint32_t max_conns;                /* beyond: CLOSE(4) (default 1048576) */
     uint32_t max_frame;                /* largest DATA payload (4096) */
-    uint32_t ring_entries;             /* SQ entries per ring (2048; the CQ has 4x) */
-    uint32_t buffers;                  /* provided receive buffers per ring (256) */
+    uint32_t ring_entries;             /* SQ entries per ring (512; the CQ has 4x) */
+    uint32_t buffers;                  /* provided receive buffers per ring (128) */
     uint32_t buffer_size;              /* bytes per provided buffer (1024) */
     uint32_t batch_window_us;          /* wait up to this for a batch of completions (0: off) */
     uint32_t batch_size;               /* the batch that ends the window early (64) */
