@@ -649,7 +649,8 @@ def run_soak(a, outdir, stamp):
         load_rc = load.wait()
     for c in churn:
         try:
-            c["rc"] = c["proc"].wait(max(1, life_s + 30 - (time.time() - t0 - t_load - c["t_start"])))
+            left = life_s + 30 - (time.time() - t0 - t_load - c["t_start"])
+            c["rc"] = c["proc"].wait(max(1, left))
         except subprocess.TimeoutExpired:
             os.killpg(c["proc"].pid, signal.SIGINT)
             c["rc"] = c["proc"].wait()
@@ -735,6 +736,7 @@ def run_soak(a, outdir, stamp):
                 fi = [x["frames_in"] for x in steady if x["frames_in"] is not None]
                 if len(fi) >= 2 and fi[-1] > fi[0]:
                     f["heartbeats_per_s"] = round((fi[-1] - fi[0]) / span)
+                    f["heartbeats_source"] = "server counters (churn frames included)"
                     f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / (fi[-1] - fi[0]), 2)
             f["loadavg_max"] = max(x["loadavg"] for x in steady)
         else:
@@ -941,7 +943,8 @@ def main():
     ap.add_argument("--load-arg", action="append", default=[], help="extra ringbeat-load argument")
     ap.add_argument("--churn-pct", type=float,
                     help="soak: %% of the connections replaced every churn period (1)")
-    ap.add_argument("--churn-period", type=parse_duration_s, help="soak: (60s)")
+    ap.add_argument("--churn-period", type=parse_duration_s,
+                    help="soak: a new churn batch starts this often (60s)")
     ap.add_argument("--churn-silent-pct", type=float,
                     help="soak: %% of each churn batch that goes silent (10)")
     ap.add_argument("--churn-silent-after", type=parse_duration_s,

@@ -1,14 +1,13 @@
-# test_faults.py — ringbeatd under faults: restart mid-load, buffer exhaustion, many rings, a full server.
+# test_faults.py — ringbeatd under faults: restart under load, buffer exhaustion, many rings, max-conns.
 """Each test drives ringbeatd with the real load generator ($RINGBEAT_LOAD) and asserts on both
 sides: the load's JSON summary (tools/load/main.c write_json) and the daemon's own counters (the
 SIGUSR1 stats line, or GET /metrics). Every load is bounded in time (--duration) and stays far
 below RLIMIT_NOFILE: the load generator holds its sockets as io_uring direct descriptors.
 
-Note on the load generator's accounting: it counts every close by the server of a connection it
-did not silence as a false death, whatever the CLOSE code. A CLOSE(5) at shutdown or a CLOSE(4)
-from a full server is therefore a "false death" in its JSON (and makes it exit 1), although the
-daemon did exactly what the protocol prescribes. The tests below subtract those expected closes
-instead of relying on the exit code, and fail on any close with another code.
+Note on the load generator's accounting: a close by the server of a connection it did not
+silence is a false death, except CLOSE(4) (server full) and CLOSE(5) (shutting down): the server
+said why, and nobody was declared dead. The tests assert false_deaths == 0 in every case and
+fail on any close with a code they did not expect.
 """
 
 import http.client
@@ -157,12 +156,9 @@ class FaultCase(DaemonTestCase):
                     "pong_unmatched", "send_errors"):
             self.assertEqual(res.get(key, 0), 0, "%s in %s" % (key, res["_stdout"]))
 
-    def assert_false_deaths_explained(self, res, expected_closes):
-        """No false death beyond the closes the server was expected to send (see module doc)."""
-        fd = res["false_deaths"]
-        self.assertIn(fd, (0, expected_closes),
-                      "false_deaths=%d, expected 0 or the %d expected closes\n%s"
-                      % (fd, expected_closes, res["_stdout"]))
+    def assert_no_false_death(self, res):
+        """CLOSE(4) and CLOSE(5) are the server's word, not a death (see module doc)."""
+        self.assertEqual(res["false_deaths"], 0, res["_stdout"])
 
     def assert_heartbeats_answered(self, res, conns, hold_s):
         # About one PING per connection per second of hold; each answered except those in
@@ -199,8 +195,8 @@ class Restart(FaultCase):
         # Every connection was closed by the shutdown and came back at least once.
         self.assertGreaterEqual(res["reconnects"], self.CONNS, res["_stdout"])
         self.assert_no_close_but(res, {5: self.CONNS})
-        self.assert_false_deaths_explained(res, self.CONNS)
-        self.assertEqual(rc, 0 if res["false_deaths"] == 0 else 1, res["_stdout"])
+        self.assert_no_false_death(res)
+        self.assertEqual(rc, 0, res["_stdout"])
         # The restarted daemon saw the load's normal goodbye, not timeouts.
         st = self.wait_conns(d2, 0, 10.0)
         self.assertEqual(st.get("closed_timeout"), "0", st)
@@ -212,10 +208,11 @@ class BufferExhaustion(FaultCase):
     HOLD_S = 8
 
     def test_eight_buffers_per_ring_slow_down_but_lose_nothing(self):
-        # One worker and a 2 ms batch window: completions pile up between reaps, far more than
-        # 8 per turn during the ramp (30,000 connects/s), so the buffer ring runs dry.
+        # One worker, one ring, 8 buffers: more than 8 receives complete between two reaps all
+        # the time (3,000 connects in 0.1 s, then 3,000 PINGs/s), so the buffer ring runs dry.
+        # Measured on the development machine: ENOBUFS for 9-47% of the frames received.
         d = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s",
-                              "--workers", "1", "--buffers", "8", "--batch-window", "2ms",
+                              "--workers", "1", "--buffers", "8",
                               "--metrics", "127.0.0.1:0", *BASE, listen="0.0.0.0:0")
         load = self.start_load(d.port, self.CONNS, self.HOLD_S, rate=30000, addrs=2)
         self.assertIsNotNone(self.wait_conns(d, self.CONNS, 8.0, load),
@@ -290,7 +287,7 @@ class ServerFull(FaultCase):
         self.assertEqual(rc, 1, "the load must report the refused connections\n" + res["_stdout"])
         self.assertEqual(res["connections_established"], self.MAX, res["_stdout"])
         self.assert_no_close_but(res, {4: self.CONNS - self.MAX})
-        self.assert_false_deaths_explained(res, self.CONNS - self.MAX)
+        self.assert_no_false_death(res)
         # The 500 held kept their heartbeat for the whole hold.
         self.assert_heartbeats_answered(res, self.MAX, self.HOLD_S)
         st = self.wait_conns(d, 0, 10.0)

@@ -540,7 +540,9 @@ static void peer_closed(struct lworker *w, struct lring *r, uint32_t slot, int c
                 CSET(w, early_max_us, deadline - now);
             lh_record(&w->late_us, 0);
         }
-    } else if (LD(&w->L->phase) != PH_STOP) {
+    } else if (LD(&w->L->phase) != PH_STOP && code != RB_CLOSE_FULL && code != RB_CLOSE_SHUTDOWN) {
+        /* A server that is full or shutting down says so; only a healthy peer declared dead
+         * (or dropped without a word) is a false death. */
         CADD(w, false_deaths, 1);
     }
     begin_close(w, r, slot, false, false, now);
