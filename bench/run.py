@@ -360,7 +360,9 @@ def run_one(a, kind, label, outdir, stamp):
             up, failed = load_err.last("up"), load_err.last("failed")
             if up is not None and up + (failed or 0) >= a.connections:
                 ramp_over = True
-                deadline = now + a.hold_s + 30 + a.interval_s
+                # The load generator closes its sockets in paced batches when the hold ends
+                # (about 1 s per 10k connections): allow for it, or a 1M run loses its JSON.
+                deadline = now + a.hold_s + 30 + a.interval_s + a.connections / 10000
         if not alive_load:
             break
         if now > deadline:
