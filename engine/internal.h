@@ -193,6 +193,8 @@ struct rb__worker {
     uint32_t now_ms;
     bool flushed_this_turn;
 
+    double ping_tokens;   /* PING pacing: a burst of due PINGs is spread (see conn_timer) */
+    uint64_t ping_refill_ms;
     double accept_tokens; /* --accept-rate: token bucket */
     uint64_t accept_refill_ms, accept_resume_ms;
 

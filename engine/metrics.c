@@ -190,6 +190,9 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
     counter(&o, "ringbeat_send_retries_total", "Sends that had to be retried (short or EAGAIN).",
             s.send_retries);
     counter(&o, "ringbeat_timer_fires_total", "Timer wheel expiries handled.", s.timer_fires);
+    counter(&o, "ringbeat_pings_deferred_total",
+            "PINGs held back a tick by pacing (bursts beyond twice the average rate).",
+            s.pings_deferred);
 
     uint64_t allocated = 0, resident = 0;
     rb_memory_stats(&allocated, &resident);

@@ -688,6 +688,18 @@ static bool conn_timer(struct rb__worker *w, struct rb__conn *c)
     /* A PING is due in the first half of each interval of silence past the first PING point;
      * a timer that fires in the second half is a step of the mark, not a PING point. */
     if (rb__conn_mode(c) == RB_MODE_SERVER && idle >= first && (idle - first) % iv < grace) {
+        /*
+         * Paced: PINGs go out at most at twice this worker's average rate. A stall that bunched
+         * answers together would otherwise be pinged again in one burst an interval later, and
+         * near saturation the burst causes the next stall. A deferred PING waits a tick, but
+         * never past a quarter of the grace, so the peer keeps most of it to answer.
+         */
+        if (w->ping_tokens < 1 && (idle - first) % iv < grace / 4) {
+            RB__INC(w, pings_deferred);
+            conn_arm_at(w, c, w->now_ms64 + w->e->cfg.tick_ms);
+            return true;
+        }
+        w->ping_tokens -= 1;
         uint64_t id = conn_id(w, c);
         c->flags &= (uint8_t)~RB__CF_FIRST_PING;
         send_ping(w, c, RB_FRAME_PING, token_make(w, id, now_us(w)));
@@ -1179,9 +1191,26 @@ static void reap_all(struct rb__worker *w)
  * there is processed (DEFER_TASKRUN keeps them queued until asked), so a heartbeat that arrived
  * but was not yet read never causes a false death, even when the loop runs late.
  */
+/* Twice the steady PING rate of this worker's connections (at the default interval), in a
+ * bucket that holds one tick's worth. */
+static void ping_refill(struct rb__worker *w)
+{
+    double per_ms = 2.0 * (double)w->stats.conns / w->e->cfg.interval_ms;
+    double burst = per_ms * w->e->cfg.tick_ms;
+    if (per_ms < 0.1)
+        per_ms = 0.1;
+    if (burst < 16)
+        burst = 16;
+    w->ping_tokens += (double)(w->now_ms64 - w->ping_refill_ms) * per_ms;
+    w->ping_refill_ms = w->now_ms64;
+    if (w->ping_tokens > burst)
+        w->ping_tokens = burst;
+}
+
 static void run_timers(struct rb__worker *w)
 {
     uint32_t tick_ms = w->e->cfg.tick_ms;
+    ping_refill(w);
     rb__wheel_update(&w->wheel, (uint32_t)(w->now_ms64 / tick_ms));
     struct rb__timer *t;
     uint64_t *dead = NULL;
@@ -1402,7 +1431,7 @@ int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index)
     if (ret < 0)
         return ret;
     clock_update(w);
-    w->accept_refill_ms = w->now_ms64;
+    w->accept_refill_ms = w->ping_refill_ms = w->now_ms64;
     rb__wheel_init(&w->wheel, (uint32_t)(w->now_ms64 / e->cfg.tick_ms));
     w->stats.workers = 1;
     return 0;

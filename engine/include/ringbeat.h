@@ -150,6 +150,7 @@ struct rb_stats {
     uint64_t loop_turns, submits, sqes_submitted;
     uint64_t enobufs, cq_overflow, send_retries;
     uint64_t timer_fires;
+    uint64_t pings_deferred;         /* PINGs held back a tick by pacing */
     struct rb_hist rtt_us;           /* server-initiated PING to PONG */
     struct rb_hist lateness_ms;      /* dead detection minus (last frame + timeout) */
     unsigned workers, rings;
