@@ -256,11 +256,14 @@ int rb_engine_start(struct rb_engine *e)
         char host[INET6_ADDRSTRLEN] = "?";
         const struct sockaddr_storage *ss = &e->addrs[i];
         inet_ntop(ss->ss_family,
-                  ss->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
-                                           : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr,
+                  ss->ss_family == AF_INET
+                      ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+                      : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr,
                   host, sizeof(host));
-        rb_log(RB_LOG_INFO, "listening", ss->ss_family == AF_INET6 ? "addr=[%s]:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u"
-                                                                     : "addr=%s:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u",
+        rb_log(RB_LOG_INFO, "listening",
+               ss->ss_family == AF_INET6
+                   ? "addr=[%s]:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u"
+                   : "addr=%s:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u",
                host, e->ports[i], e->nworkers, e->slots_per_ring, e->rings_per_worker_max);
     }
     return 0;
@@ -320,7 +323,8 @@ uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener)
     return listener < e->cfg.listen_count ? e->ports[listener] : 0;
 }
 
-/* The unit a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's prefix). */
+/* The unit a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's prefix).
+ */
 uint64_t rb__ip_key(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET)

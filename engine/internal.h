@@ -21,7 +21,7 @@
  */
 #define RB__SLOT_BITS 20
 #define RB__RING_BITS 12
-#define RB__GEN_BITS 28
+#define RB__GEN_BITS  28
 #define RB__MAX_RINGS (1u << RB__RING_BITS)
 #define RB__MAX_SLOTS (1u << RB__SLOT_BITS)
 
@@ -64,10 +64,10 @@ enum {
     RB__CF_HELLO = 1u << 0,      /* the first frame has been seen (HELLO or not) */
     RB__CF_FIRST_PING = 1u << 1, /* server mode: the spread first PING is still to be sent */
     RB__CF_CLOSING = 1u << 2,
-    RB__CF_RECV = 1u << 3,       /* a multishot recv is armed */
-    RB__CF_REARM = 1u << 4,      /* queued for a recv re-arm (ENOBUFS) */
-    RB__CF_BLOCKED = 1u << 5,    /* output queued in ext: new frames go behind it */
-    RB__CF_FLUSHING = 1u << 6,   /* a send of ext output is in flight */
+    RB__CF_RECV = 1u << 3,     /* a multishot recv is armed */
+    RB__CF_REARM = 1u << 4,    /* queued for a recv re-arm (ENOBUFS) */
+    RB__CF_BLOCKED = 1u << 5,  /* output queued in ext: new frames go behind it */
+    RB__CF_FLUSHING = 1u << 6, /* a send of ext output is in flight */
 };
 
 /* Slow-path state, allocated only while needed (split frame, blocked output, peer address). */
@@ -193,7 +193,7 @@ struct rb__worker {
     uint32_t now_ms;
     bool flushed_this_turn;
 
-    double ping_tokens;   /* PING pacing: a burst of due PINGs is spread (see conn_timer) */
+    double ping_tokens; /* PING pacing: a burst of due PINGs is spread (see conn_timer) */
     uint64_t ping_refill_ms;
     double accept_tokens; /* --accept-rate: token bucket */
     uint64_t accept_refill_ms, accept_resume_ms;
@@ -218,13 +218,13 @@ struct rb_engine {
     uint32_t slots_per_ring;
     struct rb__ring **ring_by_gindex; /* engine-wide ring table, for id lookups */
     _Atomic unsigned nrings_total;
-    _Atomic uint32_t conns;      /* engine-wide, for --max-conns */
+    _Atomic uint32_t conns; /* engine-wide, for --max-conns */
     _Atomic int stop;
     uint64_t epoch_ns;
     uint16_t ports[RB_LISTEN_MAX];
     struct sockaddr_storage addrs[RB_LISTEN_MAX];
     socklen_t addr_lens[RB_LISTEN_MAX];
-    uint64_t token_key; /* keys the PING tokens so a forged PONG is not taken for ours */
+    uint64_t token_key;      /* keys the PING tokens so a forged PONG is not taken for ours */
     pthread_mutex_t ip_lock; /* per-address counts: taken at accept and close only */
     struct rb__ip_count *ip_table;
     uint32_t ip_mask, ip_used;

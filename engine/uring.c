@@ -1,4 +1,5 @@
-/* uring.c — the small io_uring backend: ring setup, buffer rings, batched enter, missing helpers. */
+/* uring.c — the small io_uring backend: ring setup, buffer rings, batched enter, missing helpers.
+ */
 #include "uring.h"
 
 #include <errno.h>
@@ -12,7 +13,7 @@
 #ifndef IORING_FEAT_MIN_TIMEOUT
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
-#define RB__OP_FIXED_FD_INSTALL 54
+#define RB__OP_FIXED_FD_INSTALL        54
 #define RB__SOCKET_URING_OP_SETSOCKOPT 3
 
 int rb__ring_init(struct io_uring *ring, unsigned entries, bool primary)
@@ -123,8 +124,8 @@ int rb__ring_enter(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns,
     unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
     if (ring->int_flags & 1 /* INT_FLAG_REG_RING */)
         flags |= IORING_ENTER_REGISTERED_RING;
-    int ret = (int)syscall(__NR_io_uring_enter, ring->enter_ring_fd, to_submit, wait_nr, flags, &arg,
-                           sizeof(arg));
+    int ret = (int)syscall(__NR_io_uring_enter, ring->enter_ring_fd, to_submit, wait_nr, flags,
+                           &arg, sizeof(arg));
     return ret < 0 ? -errno : 0;
 }
 

@@ -1,4 +1,5 @@
-/* uring.h — the small io_uring backend: ring setup, buffer rings, batched enter, missing helpers. */
+/* uring.h — the small io_uring backend: ring setup, buffer rings, batched enter, missing helpers.
+ */
 #ifndef RB_URING_H
 #define RB_URING_H
 

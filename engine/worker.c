@@ -15,10 +15,10 @@
 
 __thread struct rb__worker *rb__current_worker;
 
-#define RB__REAP_BATCH 256
+#define RB__REAP_BATCH     256
 #define RB__DRAIN_PER_TURN 8192
-#define RB__OUT_CHUNK (64 * 1024)
-#define RB__BGID 0
+#define RB__OUT_CHUNK      (64 * 1024)
+#define RB__BGID           0
 
 static void conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code,
                          uint16_t send_code);
@@ -252,13 +252,13 @@ static void conn_send(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, ui
     uint64_t id = conn_id(w, c);
     if (g->log_len) {
         struct rb__send_rec *last = &g->log[g->log_len - 1];
-        struct io_uring_sqe *prev = r->uring.sq.sqe_tail != r->uring.sq.sqe_head
-                                        ? &r->uring.sq.sqes[(r->uring.sq.sqe_tail - 1) &
-                                                            *r->uring.sq.kring_mask]
-                                        : NULL;
+        struct io_uring_sqe *prev =
+            r->uring.sq.sqe_tail != r->uring.sq.sqe_head
+                ? &r->uring.sq.sqes[(r->uring.sq.sqe_tail - 1) & *r->uring.sq.kring_mask]
+                : NULL;
         if (last->id == id && last->buf + last->len == buf && prev &&
-            prev->user_data == rb__ud(RB__OP_SEND, (uint64_t)(w->turn & 1) << 32 |
-                                                       (g->log_len - 1))) {
+            prev->user_data ==
+                rb__ud(RB__OP_SEND, (uint64_t)(w->turn & 1) << 32 | (g->log_len - 1))) {
             last->len += len;
             prev->len += len;
             return;
@@ -514,8 +514,8 @@ static int on_frame(struct rb__worker *w, struct rb__conn *c, const struct rb__f
             return -1;
     }
     switch (h->type) {
-    case RB_FRAME_HELLO:    /* a second HELLO */
-    case RB_FRAME_WELCOME:  /* only servers send it */
+    case RB_FRAME_HELLO:   /* a second HELLO */
+    case RB_FRAME_WELCOME: /* only servers send it */
         goto protocol;
     case RB_FRAME_PING:
         if (rb__conn_mode(c) != RB_MODE_SILENT)
@@ -963,7 +963,7 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
         unsigned listener = (unsigned)(cqe->user_data & 0xffff);
         r->accept_armed--;
         if (!w->e->cfg.accept_rate)
-            r->accept_multishot &= (uint16_t)~(1u << listener);
+            r->accept_multishot &= (uint16_t) ~(1u << listener);
     }
     if (cqe->res < 0) {
         if (cqe->res != -ECANCELED)
@@ -977,8 +977,7 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
     const struct rb_config *cfg = &w->e->cfg;
     struct rb__conn *c = NULL;
     uint32_t n = atomic_fetch_add_explicit(&w->e->conns, 1, memory_order_relaxed);
-    if (n >= cfg->max_conns || w->stopping || slot >= r->slots ||
-        !(c = rb__slab_alloc(&w->slab))) {
+    if (n >= cfg->max_conns || w->stopping || slot >= r->slots || !(c = rb__slab_alloc(&w->slab))) {
         atomic_fetch_sub_explicit(&w->e->conns, 1, memory_order_relaxed);
         RB__INC(w, rejected_full);
         slot_close(w, r, slot, w->stopping ? RB_CLOSE_SHUTDOWN : RB_CLOSE_FULL, true);
@@ -1065,8 +1064,8 @@ int rb__worker_post(struct rb__worker *w, const struct rb__msg *m)
         uint64_t seq = atomic_load_explicit(&cell->seq, memory_order_acquire);
         int64_t diff = (int64_t)(seq - pos);
         if (diff == 0) {
-            if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
-                                                      memory_order_relaxed, memory_order_relaxed)) {
+            if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
                 cell->msg = *m;
                 atomic_store_explicit(&cell->seq, pos + 1, memory_order_release);
                 rb__worker_wake(w);
@@ -1216,7 +1215,8 @@ static void run_timers(struct rb__worker *w)
     uint64_t *dead = NULL;
     size_t ndead = 0, cap = 0;
     while ((t = rb__wheel_get(&w->wheel))) {
-        struct rb__conn *c = (struct rb__conn *)(void *)((char *)t - offsetof(struct rb__conn, timer));
+        struct rb__conn *c =
+            (struct rb__conn *)(void *)((char *)t - offsetof(struct rb__conn, timer));
         RB__INC(w, timer_fires);
         if (conn_timer(w, c))
             continue;
@@ -1248,8 +1248,7 @@ static void run_timers(struct rb__worker *w)
         if (conn_timer(w, c))
             continue;
         int32_t idle = (int32_t)(w->now_ms - c->last_rx_ms);
-        rb__hist_add(&w->stats.lateness_ms, rb_lateness_bounds_ms,
-                     (uint64_t)idle - c->timeout_ms);
+        rb__hist_add(&w->stats.lateness_ms, rb_lateness_bounds_ms, (uint64_t)idle - c->timeout_ms);
         conn_set_mark(w, c, RB_DEAD, 0);
         conn_release(w, c, RB_CLOSE_TIMEOUT, 0, RB_CLOSE_TIMEOUT);
     }

@@ -14,7 +14,7 @@
  * small open-addressed table keyed by the whole id (removed entries become tombstones, reused by
  * later inserts). Callbacks run on several worker threads, hence the lock.
  */
-#define NAMES 4096
+#define NAMES     4096
 #define TOMBSTONE 1 /* never a connection id: generations start at 1 */
 static struct {
     uint64_t id;

@@ -1,4 +1,5 @@
-/* ringbeat.h — public API of the ringbeat io_uring heartbeat engine (the only header to include). */
+/* ringbeat.h — public API of the ringbeat io_uring heartbeat engine (the only header to include).
+ */
 #ifndef RINGBEAT_H
 #define RINGBEAT_H
 
@@ -11,15 +12,15 @@
 extern "C" {
 #endif
 
-#define RB_VERSION_MAJOR 0
-#define RB_VERSION_MINOR 1
-#define RB_VERSION_PATCH 0
+#define RB_VERSION_MAJOR  0
+#define RB_VERSION_MINOR  1
+#define RB_VERSION_PATCH  0
 #define RB_VERSION_STRING "0.1.0"
 
 /* Wire protocol v1 (docs/protocol.md). */
-#define RB_PROTO_VERSION 1
+#define RB_PROTO_VERSION    1
 #define RB_FRAME_HEADER_LEN 4
-#define RB_CLIENT_ID_MAX 64
+#define RB_CLIENT_ID_MAX    64
 
 enum rb_frame_type {
     RB_FRAME_HELLO = 0x01,
@@ -63,12 +64,12 @@ struct rb_engine;
 
 /* What the application learns when a connection identifies itself (its first complete frame). */
 struct rb_conn_info {
-    uint64_t id;                  /* stable for the connection's life; never reused soon */
-    unsigned worker;              /* the worker thread that owns it */
-    enum rb_mode mode;            /* effective values after clamping */
+    uint64_t id;       /* stable for the connection's life; never reused soon */
+    unsigned worker;   /* the worker thread that owns it */
+    enum rb_mode mode; /* effective values after clamping */
     uint32_t interval_ms;
     uint32_t timeout_ms;
-    const char *client_id;        /* from HELLO; not NUL-terminated; may be empty */
+    const char *client_id; /* from HELLO; not NUL-terminated; may be empty */
     size_t client_id_len;
     struct sockaddr_storage peer; /* ss_family == AF_UNSPEC unless rb_config.peer_addr */
 };
@@ -100,22 +101,22 @@ struct rb_config {
     uint32_t timeout_ms;               /* default liveness timeout (0: 3 x interval) */
     uint32_t min_interval_ms;          /* HELLO clamps (1000 .. 3600000) */
     uint32_t max_interval_ms;
-    uint32_t max_timeout_ms;           /* HELLO clamp for timeout (0: 4 x max_interval) */
-    uint32_t tick_ms;                  /* wheel tick = detection precision (10) */
-    uint32_t max_conns;                /* beyond: CLOSE(4) (default 1048576) */
-    uint32_t max_frame;                /* largest DATA payload (4096) */
-    uint32_t ring_entries;             /* SQ entries per ring (512; the CQ has 4x) */
-    uint32_t buffers;                  /* provided receive buffers per ring (128) */
-    uint32_t buffer_size;              /* bytes per provided buffer (1024) */
-    uint32_t batch_window_us;          /* wait up to this for a batch of completions (0: off) */
-    uint32_t batch_size;               /* the batch that ends the window early (64) */
-    uint32_t drain_timeout_ms;         /* stop: time allowed to flush CLOSE(5) (5000) */
-    uint32_t max_pending_out;          /* per-connection queued output cap, bytes (65536) */
-    uint32_t slots_per_ring;           /* fixed-file slots per ring (0: from RLIMIT_NOFILE) */
-    uint32_t max_conns_per_ip;         /* per IPv4 address or IPv6 /64; beyond: CLOSE(4) (0: off) */
-    uint32_t accept_rate;              /* accepts per second, engine-wide (0: unlimited) */
-    bool peer_addr;                    /* fetch each peer's address for on_open (costs 2 syscalls) */
-    bool echo_data;                    /* echo DATA back when on_data is NULL (ringbeatd: true) */
+    uint32_t max_timeout_ms;   /* HELLO clamp for timeout (0: 4 x max_interval) */
+    uint32_t tick_ms;          /* wheel tick = detection precision (10) */
+    uint32_t max_conns;        /* beyond: CLOSE(4) (default 1048576) */
+    uint32_t max_frame;        /* largest DATA payload (4096) */
+    uint32_t ring_entries;     /* SQ entries per ring (512; the CQ has 4x) */
+    uint32_t buffers;          /* provided receive buffers per ring (128) */
+    uint32_t buffer_size;      /* bytes per provided buffer (1024) */
+    uint32_t batch_window_us;  /* wait up to this for a batch of completions (0: off) */
+    uint32_t batch_size;       /* the batch that ends the window early (64) */
+    uint32_t drain_timeout_ms; /* stop: time allowed to flush CLOSE(5) (5000) */
+    uint32_t max_pending_out;  /* per-connection queued output cap, bytes (65536) */
+    uint32_t slots_per_ring;   /* fixed-file slots per ring (0: from RLIMIT_NOFILE) */
+    uint32_t max_conns_per_ip; /* per IPv4 address or IPv6 /64; beyond: CLOSE(4) (0: off) */
+    uint32_t accept_rate;      /* accepts per second, engine-wide (0: unlimited) */
+    bool peer_addr;            /* fetch each peer's address for on_open (costs 2 syscalls) */
+    bool echo_data;            /* echo DATA back when on_data is NULL (ringbeatd: true) */
     struct rb_callbacks cb;
     void *user;
 };
@@ -135,24 +136,24 @@ struct rb_hist {
 };
 
 struct rb_stats {
-    uint64_t conns;                  /* open now */
-    uint64_t by_liveness[3];         /* open now, by enum rb_liveness (dead ones are closing) */
-    uint64_t by_weight[8];           /* open now, by remaining weight of the mark (0..7, capped) */
-    uint64_t accepted;               /* total */
-    uint64_t rejected_full;          /* CLOSE(4): --max-conns or no room */
-    uint64_t rejected_per_ip;        /* CLOSE(4): --max-conns-per-ip */
-    uint64_t accept_paused;          /* times accepting paused for --accept-rate */
+    uint64_t conns;           /* open now */
+    uint64_t by_liveness[3];  /* open now, by enum rb_liveness (dead ones are closing) */
+    uint64_t by_weight[8];    /* open now, by remaining weight of the mark (0..7, capped) */
+    uint64_t accepted;        /* total */
+    uint64_t rejected_full;   /* CLOSE(4): --max-conns or no room */
+    uint64_t rejected_per_ip; /* CLOSE(4): --max-conns-per-ip */
+    uint64_t accept_paused;   /* times accepting paused for --accept-rate */
     uint64_t closed[RB_CLOSE_REASON_MAX];
     uint64_t frames_in[RB_FRAME_TYPE_MAX];
     uint64_t frames_out[RB_FRAME_TYPE_MAX];
     uint64_t bytes_in, bytes_out;
-    uint64_t pong_unmatched;         /* PONGs whose token we did not issue (liveness still counts) */
+    uint64_t pong_unmatched; /* PONGs whose token we did not issue (liveness still counts) */
     uint64_t loop_turns, submits, sqes_submitted;
     uint64_t enobufs, cq_overflow, send_retries;
     uint64_t timer_fires;
-    uint64_t pings_deferred;         /* PINGs held back a tick by pacing */
-    struct rb_hist rtt_us;           /* server-initiated PING to PONG */
-    struct rb_hist lateness_ms;      /* dead detection minus (last frame + timeout) */
+    uint64_t pings_deferred;    /* PINGs held back a tick by pacing */
+    struct rb_hist rtt_us;      /* server-initiated PING to PONG */
+    struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
     unsigned workers, rings;
 };
 
@@ -196,7 +197,6 @@ const char *rb_liveness_name(enum rb_liveness l);
 
 /* Parses "250ms", "30s", "2m", "500us" or a bare number of milliseconds into *out_us. */
 int rb_parse_duration_us(const char *s, uint64_t *out_us);
-
 
 /* ---- Logging: operator log lines on stderr (text or JSON), never one per heartbeat. ---- */
 enum rb_log_level { RB_LOG_ERROR = 0, RB_LOG_WARN = 1, RB_LOG_INFO = 2, RB_LOG_DEBUG = 3 };
