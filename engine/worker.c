@@ -1283,10 +1283,13 @@ static void begin_stop(struct rb__worker *w)
             cancel_accept(w, &w->rings[i]);
 }
 
+/* Done when every connection is released and queued, and no accept is still in flight: an
+ * accept that completes after the last reap would be closed by the ring teardown without its
+ * CLOSE(5). */
 static bool drained(struct rb__worker *w)
 {
     for (unsigned i = 0; i < w->nrings; i++)
-        if (w->rings[i].used || io_uring_sq_ready(&w->rings[i].uring))
+        if (w->rings[i].used || w->rings[i].accept_armed || io_uring_sq_ready(&w->rings[i].uring))
             return false;
     return true;
 }
