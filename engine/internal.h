@@ -53,6 +53,7 @@ enum rb__op {
     RB__OP_WAKE,     /* the worker's eventfd read */
     RB__OP_PEER,     /* low bits: connection id; fixed fd installed to learn the peer address */
     RB__OP_CANCEL,
+    RB__OP_CLOSE_FRAME, /* low bits: the code; only a failed CLOSE send completes */
 };
 #define RB__OP_SHIFT 60
 static inline uint64_t rb__ud(enum rb__op op, uint64_t low)

@@ -324,7 +324,7 @@ static void slot_close(struct rb__worker *w, struct rb__ring *r, uint32_t slot, 
             size_t n = rb__put_close(p, code, NULL);
             io_uring_prep_send(sqe, (int)slot, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
             sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_HARDLINK;
-            io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_NONE, 0));
+            io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_CLOSE_FRAME, code));
             RB__INC(w, frames_out[RB_FRAME_CLOSE]);
         }
     }
@@ -1151,6 +1151,10 @@ static void handle_cqe(struct rb__worker *w, struct rb__ring *r, struct io_uring
         break;
     case RB__OP_PEER:
         on_peer(w, cqe);
+        break;
+    case RB__OP_CLOSE_FRAME:
+        rb_log(RB_LOG_DEBUG, "close_frame_failed", "worker=%u code=%u error=%s", w->index,
+               (unsigned)(cqe->user_data & 0xffff), strerror(cqe->res < 0 ? -cqe->res : EIO));
         break;
     default:
         break;

@@ -754,10 +754,10 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
         arm_recv(w, r, slot);
         return;
     case OP_SEND:
-        if (res < 0 && (c->state == CS_UP || c->state == CS_HELLO)) {
+        /* A PING can race the server's CLOSE: the CLOSE frame may still wait in our receive
+         * queue (behind a re-arm), so how the peer closed is left to the receive side. */
+        if (res < 0 && (c->state == CS_UP || c->state == CS_HELLO))
             CADD(w, send_errors, 1);
-            peer_closed(w, r, slot, 0, res == -EPIPE, now);
-        }
         return;
     case OP_RECV:
         if (cqe->flags & IORING_CQE_F_MORE)
