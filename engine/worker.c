@@ -478,12 +478,13 @@ static int on_hello(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, 
     }
     if (timeout != old_timeout) {
         /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another. */
-        uint32_t *val = (uint32_t *)(void *)out_alloc(w, sizeof(uint32_t) + 4);
+        /* The arena is byte-granular, so the value is copied in (no aligned store). */
+        uint8_t *val = out_alloc(w, sizeof(uint32_t));
         struct io_uring_sqe *sqe;
         if (val && (sqe = ring_sqe(w, conn_ring(w, c)))) {
-            *val = timeout;
+            memcpy(val, &timeout, sizeof(timeout));
             rb__prep_setsockopt_direct(sqe, c->slot, IPPROTO_TCP, TCP_USER_TIMEOUT, val,
-                                       sizeof(*val));
+                                       sizeof(timeout));
             sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
             io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_NONE, 0));
         }
