@@ -65,10 +65,11 @@ enum {
     RB__CF_HELLO = 1u << 0,      /* the first frame has been seen (HELLO or not) */
     RB__CF_FIRST_PING = 1u << 1, /* server mode: the spread first PING is still to be sent */
     RB__CF_CLOSING = 1u << 2,
-    RB__CF_RECV = 1u << 3,     /* a multishot recv is armed */
-    RB__CF_REARM = 1u << 4,    /* queued for a recv re-arm (ENOBUFS) */
-    RB__CF_BLOCKED = 1u << 5,  /* output queued in ext: new frames go behind it */
-    RB__CF_FLUSHING = 1u << 6, /* a send of ext output is in flight */
+    RB__CF_RECV = 1u << 3,      /* a multishot recv is armed */
+    RB__CF_REARM = 1u << 4,     /* queued for a recv re-arm (ENOBUFS) */
+    RB__CF_BLOCKED = 1u << 5,   /* output queued in ext: new frames go behind it */
+    RB__CF_FLUSHING = 1u << 6,  /* a send of ext output is in flight */
+    RB__CF_PING_HELD = 1u << 7, /* server mode: a paced PING waits on the place it reserved */
 };
 
 /* Slow-path state, allocated only while needed (split frame, blocked output, peer address). */
@@ -141,9 +142,9 @@ struct rb__ring {
     struct rb__conn **by_slot;
     struct rb__bufring bufs;
     uint64_t *rearm; /* ids of connections waiting for receive buffers (ENOBUFS) */
-    uint32_t rearm_len, rearm_cap;
-    uint32_t accept_armed;     /* accept requests in flight on this ring */
-    uint16_t accept_multishot; /* listeners with a multishot accept armed here */
+    uint32_t rearm_head, rearm_len, rearm_cap; /* a FIFO: [head, len) wait */
+    uint32_t accept_armed;                     /* accept requests in flight on this ring */
+    uint16_t accept_multishot;                 /* listeners with a multishot accept armed here */
     uint64_t *ip_key; /* per slot, with --max-conns-per-ip: the address the slot counts against */
 };
 
@@ -194,7 +195,8 @@ struct rb__worker {
     uint32_t now_ms;
     bool flushed_this_turn;
 
-    double ping_tokens; /* PING pacing: a burst of due PINGs is spread (see conn_timer) */
+    double ping_tokens; /* PING pacing: below 0, the PINGs reserved ahead (see conn_timer) */
+    double ping_per_ms; /* ... the refill rate */
     uint64_t ping_refill_ms;
     double accept_tokens; /* --accept-rate: token bucket */
     uint64_t accept_refill_ms, accept_resume_ms;

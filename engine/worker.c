@@ -176,19 +176,28 @@ static uint8_t *out_alloc(struct rb__worker *w, uint32_t len)
     return p;
 }
 
+/*
+ * Room for n SQEs in a row; when the SQ is too full, what is there is submitted mid-turn. A linked
+ * chain asks for all its SQEs at once: a submit between two of them would end the batch on a
+ * link flag, and the kernel hands such a dangling head to an io-wq thread, so the rest of the
+ * chain, submitted next, could overtake it (a shutdown overtaking its CLOSE frame sent peers a
+ * bare FIN at shutdown, under CPU contention).
+ */
+static bool ring_reserve(struct rb__worker *w, struct rb__ring *r, unsigned n)
+{
+    if (io_uring_sq_space_left(&r->uring) >= n)
+        return true;
+    unsigned ready = io_uring_sq_ready(&r->uring);
+    if (rb__ring_submit(&r->uring) == 0) {
+        RB__INC(w, submits);
+        RB__ADD(w, sqes_submitted, ready);
+    }
+    return io_uring_sq_space_left(&r->uring) >= n;
+}
+
 static struct io_uring_sqe *ring_sqe(struct rb__worker *w, struct rb__ring *r)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
-    if (!sqe) {
-        /* SQ full in the middle of a turn: submit what is there and go on. */
-        unsigned n = io_uring_sq_ready(&r->uring);
-        if (rb__ring_submit(&r->uring) == 0) {
-            RB__INC(w, submits);
-            RB__ADD(w, sqes_submitted, n);
-        }
-        sqe = io_uring_get_sqe(&r->uring);
-    }
-    return sqe;
+    return ring_reserve(w, r, 1) ? io_uring_get_sqe(&r->uring) : NULL;
 }
 
 /* Appends to the connection's queued output, which goes out in order before any new frame. */
@@ -318,7 +327,9 @@ static void slot_close(struct rb__worker *w, struct rb__ring *r, uint32_t slot, 
                        bool can_send)
 {
     struct io_uring_sqe *sqe;
-    if (code && can_send) {
+    can_send = can_send && code;
+    ring_reserve(w, r, can_send ? 3 : 2); /* one chain, one submission */
+    if (can_send) {
         uint8_t *p = out_alloc(w, RB_FRAME_HEADER_LEN + RB__CLOSE_MIN);
         if (p && (sqe = ring_sqe(w, r))) {
             size_t n = rb__put_close(p, code, NULL);
@@ -677,6 +688,8 @@ static void conn_schedule(struct rb__worker *w, struct rb__conn *c)
 /* Returns false when the connection is dead (the caller decides after a last look). */
 static bool conn_timer(struct rb__worker *w, struct rb__conn *c)
 {
+    bool held = c->flags & RB__CF_PING_HELD;
+    c->flags &= (uint8_t)~RB__CF_PING_HELD;
     int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     if (idle >= c->timeout_ms)
@@ -692,15 +705,26 @@ static bool conn_timer(struct rb__worker *w, struct rb__conn *c)
         /*
          * Paced: PINGs go out at most at twice this worker's average rate. A stall that bunched
          * answers together would otherwise be pinged again in one burst an interval later, and
-         * near saturation the burst causes the next stall. A deferred PING waits a tick, but
-         * never past a quarter of the grace, so the peer keeps most of it to answer.
+         * near saturation the burst causes the next stall. Each PING takes a token; past the
+         * bucket, it reserves the place the refill will reach and its timer waits for exactly
+         * that, once (a timer re-fired every tick until a token is left turned a burst of
+         * 100,000s of due PINGs into millions of timer fires per second, which starved the
+         * loop: the 1M soak). It never waits past a quarter of the grace, so the peer keeps
+         * most of it to answer.
          */
-        if (w->ping_tokens < 1 && (idle - first) % iv < grace / 4) {
-            RB__INC(w, pings_deferred);
-            conn_arm_at(w, c, w->now_ms64 + w->e->cfg.tick_ms);
-            return true;
+        if (!held) {
+            w->ping_tokens -= 1;
+            if (w->ping_tokens < 0) {
+                uint64_t into = (idle - first) % iv;
+                double wait_ms = -w->ping_tokens / w->ping_per_ms;
+                if (into + wait_ms < grace / 4) {
+                    RB__INC(w, pings_deferred);
+                    c->flags |= RB__CF_PING_HELD;
+                    conn_arm_at(w, c, w->now_ms64 + (uint64_t)wait_ms + 1);
+                    return true;
+                }
+            }
         }
-        w->ping_tokens -= 1;
         uint64_t id = conn_id(w, c);
         c->flags &= (uint8_t)~RB__CF_FIRST_PING;
         send_ping(w, c, RB_FRAME_PING, token_make(w, id, now_us(w)));
@@ -746,6 +770,12 @@ static void on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cq
     if (cqe->res == -ENOBUFS) {
         /* Re-armed in bounded batches as buffers return, never all at once (no ENOBUFS storm). */
         RB__INC(w, enobufs);
+        if (r->rearm_len == r->rearm_cap && r->rearm_head) {
+            /* Compacted only when full: one move per cap entries served, not one per turn. */
+            r->rearm_len -= r->rearm_head;
+            memmove(r->rearm, r->rearm + r->rearm_head, r->rearm_len * sizeof(*r->rearm));
+            r->rearm_head = 0;
+        }
         if (r->rearm_len == r->rearm_cap) {
             uint32_t cap = r->rearm_cap ? r->rearm_cap * 2 : 256;
             uint64_t *n = realloc(r->rearm, cap * sizeof(*n));
@@ -769,7 +799,7 @@ static void on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cq
 
 static void ring_rearm(struct rb__worker *w, struct rb__ring *r)
 {
-    uint32_t budget = r->bufs.count / 2, i = 0;
+    uint32_t budget = r->bufs.count / 2, i = r->rearm_head;
     for (; i < r->rearm_len && budget; i++) {
         struct rb__conn *c = conn_lookup(w, r->rearm[i]);
         if (!c)
@@ -778,8 +808,9 @@ static void ring_rearm(struct rb__worker *w, struct rb__ring *r)
         conn_arm_recv(w, c);
         budget--;
     }
-    memmove(r->rearm, r->rearm + i, (r->rearm_len - i) * sizeof(*r->rearm));
-    r->rearm_len -= i;
+    r->rearm_head = i;
+    if (r->rearm_head == r->rearm_len)
+        r->rearm_head = r->rearm_len = 0;
 }
 
 /* ---- send completions (failures only) ------------------------------------------------------- */
@@ -967,7 +998,8 @@ static void on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_
             r->accept_multishot &= (uint16_t) ~(1u << listener);
     }
     if (cqe->res < 0) {
-        if (cqe->res != -ECANCELED)
+        /* -EINVAL: the listener was shut down by begin_stop(). */
+        if (cqe->res != -ECANCELED && !(w->stopping && cqe->res == -EINVAL))
             rb_log(RB_LOG_WARN, "accept_failed", "worker=%u ring=%u error=%s", w->index, r->index,
                    strerror(-cqe->res));
         if (cqe->res == -ENFILE)
@@ -1190,13 +1222,8 @@ static void reap_all(struct rb__worker *w)
         reap_ring(w, &w->rings[i]);
 }
 
-/*
- * Expires due timers. Before a connection is declared dead, every completion that is already
- * there is processed (DEFER_TASKRUN keeps them queued until asked), so a heartbeat that arrived
- * but was not yet read never causes a false death, even when the loop runs late.
- */
 /* Twice the steady PING rate of this worker's connections (at the default interval), in a
- * bucket that holds one tick's worth. */
+ * bucket that holds one tick's worth; below zero it counts the PINGs reserved ahead. */
 static void ping_refill(struct rb__worker *w)
 {
     double per_ms = 2.0 * (double)w->stats.conns / w->e->cfg.interval_ms;
@@ -1205,12 +1232,18 @@ static void ping_refill(struct rb__worker *w)
         per_ms = 0.1;
     if (burst < 16)
         burst = 16;
+    w->ping_per_ms = per_ms;
     w->ping_tokens += (double)(w->now_ms64 - w->ping_refill_ms) * per_ms;
     w->ping_refill_ms = w->now_ms64;
     if (w->ping_tokens > burst)
         w->ping_tokens = burst;
 }
 
+/*
+ * Expires due timers. Before a connection is declared dead, every completion that is already
+ * there is processed (DEFER_TASKRUN keeps them queued until asked), so a heartbeat that arrived
+ * but was not yet read never causes a false death, even when the loop runs late.
+ */
 static void run_timers(struct rb__worker *w)
 {
     uint32_t tick_ms = w->e->cfg.tick_ms;
@@ -1279,10 +1312,22 @@ static void drain_step(struct rb__worker *w)
     }
 }
 
+/*
+ * Stops listening before the drain: a connection that completes its handshake into the backlog of
+ * a listener nobody accepts from any more is reset only when the process exits, after its client
+ * may already have sent on it (and a client whose send consumed the reset sees a bare EOF). A
+ * shut-down listener leaves the SO_REUSEPORT group at once: new SYNs go to a sibling process that
+ * still listens, or are refused, so a reconnecting client retries at once. shutdown() also ends
+ * the multishot accept (-EINVAL); the cancel covers a listener shutdown() could not stop.
+ */
 static void begin_stop(struct rb__worker *w)
 {
     w->stopping = true;
     w->stop_deadline_ms = w->now_ms64 + w->e->cfg.drain_timeout_ms;
+    for (unsigned i = 0; i < w->e->cfg.listen_count; i++)
+        if (w->listen_fd[i] >= 0 && shutdown(w->listen_fd[i], SHUT_RDWR) < 0)
+            rb_log(RB_LOG_WARN, "listener_shutdown_failed", "worker=%u error=%s", w->index,
+                   strerror(errno));
     for (unsigned i = 0; i < w->nrings; i++)
         if (w->rings[i].accept_armed)
             cancel_accept(w, &w->rings[i]);
