@@ -130,6 +130,9 @@ struct rb__out_gen {
     struct rb__out_chunk *head, *cur;
     struct rb__send_rec *log;
     uint32_t log_len, log_cap;
+    /* The most either held in one turn since trim_ms: a burst's high-water is given back. */
+    uint32_t peak_chunks, peak_log;
+    uint64_t trim_ms;
 };
 
 struct rb__ring {

@@ -18,6 +18,9 @@ __thread struct rb__worker *rb__current_worker;
 #define RB__REAP_BATCH     256
 #define RB__DRAIN_PER_TURN 8192
 #define RB__OUT_CHUNK      (64 * 1024)
+#define RB__LOG_MIN        1024u  /* send records kept however quiet the turns */
+#define RB__TRIM_MS        10000u /* how often burst-sized buffers are given back */
+#define RB__REARM_KEEP     1024u  /* re-arm queue entries kept once the queue has drained */
 #define RB__BGID           0
 
 static void conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code,
@@ -138,9 +141,53 @@ static struct rb__out_gen *out_gen(struct rb__worker *w)
     return &w->out[w->turn & 1];
 }
 
-/* Output of a turn stays valid until its send failures have been reaped, two turns later. */
-static void out_reset(struct rb__out_gen *g)
+/*
+ * Gives back what one burst needed and the turns since no longer do: a turn that sends 500,000
+ * frames (a stall at 1M connections) grows the arena and the send log to tens of MB, which
+ * would otherwise stay for the life of the process (the 1M soak's RSS "drift"). Every
+ * RB__TRIM_MS, chunks past the most any turn used since are freed and the log shrinks to twice
+ * that turn's length. The generation being reset holds nothing live (see out_reset).
+ */
+static void out_trim(struct rb__out_gen *g, uint64_t now_ms64)
 {
+    uint32_t n = 0;
+    for (struct rb__out_chunk *k = g->head; k && g->cur; k = k->next) {
+        n++;
+        if (k == g->cur)
+            break;
+    }
+    if (n > g->peak_chunks)
+        g->peak_chunks = n;
+    if (g->log_len > g->peak_log)
+        g->peak_log = g->log_len;
+    if (now_ms64 - g->trim_ms < RB__TRIM_MS)
+        return;
+    g->trim_ms = now_ms64;
+    struct rb__out_chunk **link = &g->head;
+    for (uint32_t i = 0; *link && i < (g->peak_chunks ? g->peak_chunks : 1); i++)
+        link = &(*link)->next;
+    for (struct rb__out_chunk *k = *link, *next; k; k = next) {
+        next = k->next;
+        free(k);
+    }
+    *link = NULL;
+    uint32_t want = RB__LOG_MIN;
+    while (want < 2 * g->peak_log)
+        want *= 2;
+    if (g->log_cap > want) {
+        struct rb__send_rec *log = realloc(g->log, want * sizeof(*log));
+        if (log) {
+            g->log = log;
+            g->log_cap = want;
+        }
+    }
+    g->peak_chunks = g->peak_log = 0;
+}
+
+/* Output of a turn stays valid until its send failures have been reaped, two turns later. */
+static void out_reset(struct rb__out_gen *g, uint64_t now_ms64)
+{
+    out_trim(g, now_ms64);
     g->cur = g->head;
     if (g->head)
         g->head->used = 0;
@@ -274,7 +321,7 @@ static void conn_send(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, ui
         }
     }
     if (g->log_len == g->log_cap) {
-        uint32_t cap = g->log_cap ? g->log_cap * 2 : 1024;
+        uint32_t cap = g->log_cap ? g->log_cap * 2 : RB__LOG_MIN;
         struct rb__send_rec *n = realloc(g->log, cap * sizeof(*n));
         if (!n) {
             conn_release(w, c, RB_CLOSE_RESET, 0, 0);
@@ -809,8 +856,14 @@ static void ring_rearm(struct rb__worker *w, struct rb__ring *r)
         budget--;
     }
     r->rearm_head = i;
-    if (r->rearm_head == r->rearm_len)
+    if (r->rearm_head == r->rearm_len) {
         r->rearm_head = r->rearm_len = 0;
+        if (r->rearm_cap > RB__REARM_KEEP) { /* sized for a storm that is over */
+            free(r->rearm);
+            r->rearm = NULL;
+            r->rearm_cap = 0;
+        }
+    }
 }
 
 /* ---- send completions (failures only) ------------------------------------------------------- */
@@ -1391,7 +1444,7 @@ static int worker_loop(struct rb__worker *w)
         if (w->overflow_hold)
             w->overflow_hold--;
         else
-            out_reset(out_gen(w));
+            out_reset(out_gen(w), w->now_ms64);
         clock_update(w);
         reap_all(w);
         mbox_drain(w);
