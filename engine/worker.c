@@ -1264,6 +1264,7 @@ static unsigned reap_ring(struct rb__worker *w, struct rb__ring *r)
         RB__INC(w, cq_overflow);
         w->overflow_hold = 3;
         io_uring_get_events(&r->uring);
+        clock_update(w); /* what they carry is newer than the turn's clock (see run_timers) */
         total += reap_ring(w, r);
     }
     return total;
@@ -1326,6 +1327,10 @@ static void run_timers(struct rb__worker *w)
         return;
     for (unsigned i = 0; i < w->nrings; i++)
         io_uring_get_events(&w->rings[i].uring);
+    /* What those completions carry arrived after the turn's clock was read: with the turn's
+     * clock, a turn of seconds (1M connections near saturation) dated them seconds too early,
+     * and a peer could later be judged dead that much before its timeout. */
+    clock_update(w);
     reap_all(w);
     for (size_t i = 0; i < ndead; i++) {
         struct rb__conn *c = conn_lookup(w, dead[i]);
