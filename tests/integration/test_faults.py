@@ -25,6 +25,8 @@ import rbtest
 from rbtest import DaemonTestCase
 
 BASE = ("--stats-interval", "0")  # every stats line is one the test asked for
+# The daemon side of start_load()'s workload: client-initiated heartbeats every 1 s, 6 s timeout.
+CLIENT = ("--mode", "client", "--interval", "1s", "--timeout", "6s")
 
 
 def stats_fields(text):
@@ -131,6 +133,13 @@ class FaultCase(DaemonTestCase):
             proc.kill()
         proc.communicate()
 
+    def start_load_held(self, d, duration_s, *extra, **kw):
+        """start_load() against daemon `d`, returned once `d` holds all CONNS connections."""
+        load = self.start_load(d.port, self.CONNS, duration_s, *extra, **kw)
+        self.assertIsNotNone(self.wait_conns(d, self.CONNS, 8.0, load),
+                             "load exited before the daemon held every connection")
+        return load
+
     def finish_load(self, proc, timeout):
         """Waits for the load to end by itself; returns (exit code, JSON summary)."""
         try:
@@ -178,16 +187,14 @@ class Restart(FaultCase):
 
     def test_restart_mid_load_every_connection_comes_back(self):
         port = free_port()
-        d1 = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s", *BASE,
-                               listen="0.0.0.0:%d" % port)
+        d1 = self.start_daemon(*CLIENT, *BASE, listen="0.0.0.0:%d" % port)
         load = self.start_load(port, self.CONNS, self.HOLD_S, "--reconnect")
         self.assertIsNotNone(self.wait_conns(d1, self.CONNS, 8.0, load),
                              "load exited before the first daemon held every connection")
         time.sleep(1.0)  # one heartbeat round on the first daemon before it goes away
         d1.stop(timeout=5.0)  # SIGTERM: CLOSE(5) to all, exit 0, clean stderr
         t_down = time.monotonic()
-        d2 = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s", *BASE,
-                               listen="0.0.0.0:%d" % port)
+        d2 = self.start_daemon(*CLIENT, *BASE, listen="0.0.0.0:%d" % port)
         restart_s = time.monotonic() - t_down
         self.assertLess(restart_s, 2.0, "restart on the same port took %.2f s" % restart_s)
         # The load's reconnect backoff is 100 ms doubling to 5 s; it ends 12 s after its ramp.
@@ -217,12 +224,9 @@ class DrainWithTinySubmissionQueue(FaultCase):
         # connection) fills the SQ hundreds of times, and each time the turn submits mid-way. A
         # submit that split a chain handed its CLOSE send to an io-wq thread that the shutdown
         # could overtake: measured before the fix, 211 and 371 of 2,000 peers saw a bare FIN.
-        d = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s",
-                              "--workers", "1", "--ring-entries", "8", *BASE,
+        d = self.start_daemon(*CLIENT, "--workers", "1", "--ring-entries", "8", *BASE,
                               listen="0.0.0.0:0")
-        load = self.start_load(d.port, self.CONNS, 6)
-        self.assertIsNotNone(self.wait_conns(d, self.CONNS, 8.0, load),
-                             "load exited before the daemon held every connection")
+        load = self.start_load_held(d, 6)
         d.stop(timeout=5.0)
         rc, res = self.finish_load(load, 30)
         self.assertEqual(res["connections_established"], self.CONNS, res["_stdout"])
@@ -239,12 +243,9 @@ class BufferExhaustion(FaultCase):
         # One worker, one ring, 8 buffers: more than 8 receives complete between two reaps all
         # the time (3,000 connects in 0.1 s, then 3,000 PINGs/s), so the buffer ring runs dry.
         # Measured on the development machine: ENOBUFS for 9-47% of the frames received.
-        d = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s",
-                              "--workers", "1", "--buffers", "8",
+        d = self.start_daemon(*CLIENT, "--workers", "1", "--buffers", "8",
                               "--metrics", "127.0.0.1:0", *BASE, listen="0.0.0.0:0")
-        load = self.start_load(d.port, self.CONNS, self.HOLD_S, rate=30000, addrs=2)
-        self.assertIsNotNone(self.wait_conns(d, self.CONNS, 8.0, load),
-                             "load exited before the daemon held every connection")
+        load = self.start_load_held(d, self.HOLD_S, rate=30000, addrs=2)
         rc, res = self.finish_load(load, 40)
         self.assertEqual(rc, 0, res["_stdout"])
         self.assertEqual(res["connections_established"], self.CONNS, res["_stdout"])
@@ -269,13 +270,10 @@ class ManyRings(FaultCase):
     HOLD_S = 6
 
     def test_64_slots_per_ring_spread_over_more_than_30_rings(self):
-        d = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s",
-                              "--workers", "2", "--slots-per-ring", "64",
+        d = self.start_daemon(*CLIENT, "--workers", "2", "--slots-per-ring", "64",
                               "--metrics", "127.0.0.1:0", *BASE, listen="0.0.0.0:0")
         self.assertRegex(d.stderr_text(), r"listening .*slots_per_ring=64\b")
-        load = self.start_load(d.port, self.CONNS, self.HOLD_S)
-        self.assertIsNotNone(self.wait_conns(d, self.CONNS, 8.0, load),
-                             "load exited before the daemon held every connection")
+        load = self.start_load_held(d, self.HOLD_S)
         rings = self.metrics(d)["ringbeat_rings"]
         # 2000 connections in 64-slot tables: at least 32 rings, 16 per worker.
         self.assertGreater(rings, 30, "only %d rings for %d connections" % (rings, self.CONNS))
@@ -296,8 +294,7 @@ class ServerFull(FaultCase):
     HOLD_S = 5
 
     def test_max_conns_500_of_800_rest_get_close4_and_500_unaffected(self):
-        d = self.start_daemon("--mode", "client", "--interval", "1s", "--timeout", "6s",
-                              "--max-conns", str(self.MAX), *BASE, listen="0.0.0.0:0")
+        d = self.start_daemon(*CLIENT, "--max-conns", str(self.MAX), *BASE, listen="0.0.0.0:0")
         load = self.start_load(d.port, self.CONNS, self.HOLD_S, rate=1000)
         # The load exits 1 (not every connection established), so its end is no signal: wait for
         # the daemon to hold the cap and to have refused the rest.
