@@ -15,13 +15,6 @@
 
 #include "internal.h"
 
-uint64_t rb__clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 void rb_config_init(struct rb_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -112,9 +105,9 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
         free(e);
         return -ENOMEM;
     }
-    e->epoch_ns = rb__clock_ns() - 1000000000ULL; /* keeps the clock's first values non-zero */
+    e->epoch_ns = rb_clock_ns() - 1000000000ULL; /* keeps the clock's first values non-zero */
     if (getrandom(&e->token_key, sizeof(e->token_key), GRND_NONBLOCK) != sizeof(e->token_key))
-        e->token_key = rb__clock_ns() * 0x9E3779B97F4A7C15ULL;
+        e->token_key = rb_clock_ns() * 0x9E3779B97F4A7C15ULL;
     pthread_mutex_init(&e->start_lock, NULL);
     pthread_mutex_init(&e->ip_lock, NULL);
     pthread_cond_init(&e->start_cond, NULL);
@@ -126,41 +119,6 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
         }
     }
     *out = e;
-    return 0;
-}
-
-/* "A.B.C.D:PORT", "[v6]:PORT" or "*:PORT". */
-static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[128];
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return -EINVAL;
-    size_t hlen = (size_t)(colon - s);
-    if (s[0] == '[') {
-        if (hlen < 2 || s[hlen - 1] != ']')
-            return -EINVAL;
-        s++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof(host))
-        return -EINVAL;
-    memcpy(host, s, hlen);
-    host[hlen] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535 || colon[1] == 0)
-        return -EINVAL;
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV,
-                             .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%ld", port);
-    if (getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints, &ai) != 0)
-        return -EINVAL;
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *len = ai->ai_addrlen;
-    freeaddrinfo(ai);
     return 0;
 }
 
@@ -186,7 +144,7 @@ static uint16_t get_port(const struct sockaddr_storage *ss)
  */
 static int open_listener(struct rb_engine *e, unsigned i, int *out_fd)
 {
-    struct sockaddr_storage *ss = &e->addrs[i];
+    struct sockaddr_storage *ss = &e->listeners[i].spec.addr;
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -201,7 +159,7 @@ static int open_listener(struct rb_engine *e, unsigned i, int *out_fd)
     int ret = 0;
     /* A restarted server may find its old sockets still being torn down: retry a moment. */
     for (int attempt = 0; attempt < 40; attempt++) {
-        ret = bind(fd, (struct sockaddr *)ss, e->addr_lens[i]) == 0 ? 0 : -errno;
+        ret = bind(fd, (struct sockaddr *)ss, e->listeners[i].spec.addr_len) == 0 ? 0 : -errno;
         if (ret != -EADDRINUSE)
             break;
         usleep(50000);
@@ -209,7 +167,7 @@ static int open_listener(struct rb_engine *e, unsigned i, int *out_fd)
     if (ret == 0 && listen(fd, 4096) < 0)
         ret = -errno;
     if (ret == 0 && get_port(ss) == 0) {
-        socklen_t len = e->addr_lens[i];
+        socklen_t len = e->listeners[i].spec.addr_len;
         if (getsockname(fd, (struct sockaddr *)ss, &len) < 0)
             ret = -errno;
     }
@@ -225,15 +183,18 @@ int rb_engine_start(struct rb_engine *e)
 {
     int ret;
     for (unsigned i = 0; i < e->cfg.listen_count; i++) {
-        if ((ret = parse_addr(e->cfg.listen[i], &e->addrs[i], &e->addr_lens[i])) < 0)
+        struct rb__listener *l = &e->listeners[i];
+        if ((ret = rb_parse_listen(e->cfg.listen[i], &l->spec)) < 0)
             return ret;
+        if (!(l->codec = rb__codec_find(l->spec.protocol)))
+            return -EPROTONOSUPPORT;
         /* Port 0: the first worker's bind picks the port, the others join it. */
         for (unsigned w = 0; w < e->nworkers; w++) {
             if ((ret = open_listener(e, i, &e->workers[w].listen_fd[i])) < 0)
                 return ret;
         }
-        e->ports[i] = get_port(&e->addrs[i]);
-        set_port(&e->addrs[i], e->ports[i]);
+        l->port = get_port(&l->spec.addr);
+        set_port(&l->spec.addr, l->port);
     }
     for (unsigned w = 0; w < e->nworkers; w++) {
         ret = pthread_create(&e->workers[w].thread, NULL, rb__worker_main, &e->workers[w]);
@@ -254,17 +215,20 @@ int rb_engine_start(struct rb_engine *e)
     }
     for (unsigned i = 0; i < e->cfg.listen_count; i++) {
         char host[INET6_ADDRSTRLEN] = "?";
-        const struct sockaddr_storage *ss = &e->addrs[i];
+        const struct rb__listener *l = &e->listeners[i];
+        const struct sockaddr_storage *ss = &l->spec.addr;
         inet_ntop(ss->ss_family,
                   ss->ss_family == AF_INET
                       ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
                       : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr,
                   host, sizeof(host));
         rb_log(RB_LOG_INFO, "listening",
-               ss->ss_family == AF_INET6
-                   ? "addr=[%s]:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u"
-                   : "addr=%s:%u workers=%u slots_per_ring=%u max_rings_per_worker=%u",
-               host, e->ports[i], e->nworkers, e->slots_per_ring, e->rings_per_worker_max);
+               ss->ss_family == AF_INET6 ? "addr=[%s]:%u protocol=%s workers=%u slots_per_ring=%u "
+                                           "max_rings_per_worker=%u"
+                                         : "addr=%s:%u protocol=%s workers=%u slots_per_ring=%u "
+                                           "max_rings_per_worker=%u",
+               host, l->port, l->codec->name, e->nworkers, e->slots_per_ring,
+               e->rings_per_worker_max);
     }
     return 0;
 }
@@ -320,7 +284,7 @@ void rb_engine_destroy(struct rb_engine *e)
 
 uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener)
 {
-    return listener < e->cfg.listen_count ? e->ports[listener] : 0;
+    return listener < e->cfg.listen_count ? e->listeners[listener].port : 0;
 }
 
 /* The unit a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's prefix).
@@ -425,16 +389,20 @@ static struct rb__worker *owner_of(struct rb_engine *e, uint64_t id)
     return &e->workers[gring / e->rings_per_worker_max];
 }
 
-int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len)
+static int send_kind(struct rb_engine *e, uint64_t id, enum rb_data_kind kind, const void *data,
+                     size_t len)
 {
     struct rb__worker *w = owner_of(e, id);
     if (!w)
         return -ENOENT;
     if (len > e->cfg.max_frame)
         return -EMSGSIZE;
-    if (rb__current_worker == w)
-        return rb__conn_send_local(w, id, data, len);
-    struct rb__msg m = {.id = id, .len = (uint32_t)len, .data = malloc(len ? len : 1)};
+    if (rb__current_worker == w) {
+        struct rb__conn *c = rb__conn_lookup(w, id);
+        return c ? rb__sess_send(w, c, kind, data, len) : -ENOENT;
+    }
+    struct rb__msg m = {
+        .id = id, .len = (uint32_t)len, .kind = (uint8_t)kind, .data = malloc(len ? len : 1)};
     if (!m.data)
         return -ENOMEM;
     memcpy(m.data, data, len);
@@ -444,15 +412,43 @@ int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len)
     return ret;
 }
 
+int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len)
+{
+    return send_kind(e, id, RB_DATA_BINARY, data, len);
+}
+
+int rb_send_text(struct rb_engine *e, uint64_t id, const char *text, size_t len)
+{
+    if (!rb__utf8_valid((const uint8_t *)text, len))
+        return -EILSEQ;
+    return send_kind(e, id, RB_DATA_TEXT, text, len);
+}
+
 int rb_close(struct rb_engine *e, uint64_t id, uint16_t code)
 {
     struct rb__worker *w = owner_of(e, id);
     if (!w)
         return -ENOENT;
-    if (rb__current_worker == w)
-        return rb__conn_close_local(w, id, code);
+    if (rb__current_worker == w) {
+        struct rb__conn *c = rb__conn_lookup(w, id);
+        if (!c)
+            return -ENOENT;
+        rb__conn_release(w, c, code ? code : RB_CLOSE_NORMAL, 0);
+        return 0;
+    }
     struct rb__msg m = {.id = id, .code = code};
     return rb__worker_post(w, &m);
+}
+
+/* v1's per-type output counts are the protocol-neutral ones under v1's names. */
+static void derive_v1_frames_out(struct rb_stats *s)
+{
+    const struct rb_proto_stats *v1 = &s->proto[RB_PROTOCOL_V1];
+    s->frames_out[RB_FRAME_WELCOME] = v1->welcomes_out;
+    s->frames_out[RB_FRAME_PING] = v1->pings_out;
+    s->frames_out[RB_FRAME_PONG] = v1->pongs_out;
+    s->frames_out[RB_FRAME_DATA] = v1->data_out;
+    s->frames_out[RB_FRAME_CLOSE] = v1->closes_out;
 }
 
 int rb_engine_worker_stats(struct rb_engine *e, unsigned worker, struct rb_stats *out)
@@ -461,6 +457,7 @@ int rb_engine_worker_stats(struct rb_engine *e, unsigned worker, struct rb_stats
         return -EINVAL;
     memset(out, 0, sizeof(*out));
     rb__stats_add(out, &e->workers[worker].stats);
+    derive_v1_frames_out(out);
     return 0;
 }
 
@@ -469,4 +466,5 @@ void rb_engine_stats(struct rb_engine *e, struct rb_stats *out)
     memset(out, 0, sizeof(*out));
     for (unsigned w = 0; w < e->nworkers; w++)
         rb__stats_add(out, &e->workers[w].stats);
+    derive_v1_frames_out(out);
 }

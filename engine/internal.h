@@ -62,7 +62,7 @@ static inline uint64_t rb__ud(enum rb__op op, uint64_t low)
 }
 
 enum {
-    RB__CF_HELLO = 1u << 0,      /* the first frame has been seen (HELLO or not) */
+    RB__CF_OPEN = 1u << 0,       /* the codec has opened the connection (on_open was called) */
     RB__CF_FIRST_PING = 1u << 1, /* server mode: the spread first PING is still to be sent */
     RB__CF_CLOSING = 1u << 2,
     RB__CF_RECV = 1u << 3,      /* a multishot recv is armed */
@@ -74,16 +74,16 @@ enum {
 
 /* Slow-path state, allocated only while needed (split frame, blocked output, peer address). */
 struct rb__conn_ext {
-    uint64_t id;   /* its connection, for completions that name the ext */
-    uint8_t *part; /* an incomplete frame longer than the record's inline bytes */
-    uint32_t part_len, part_cap;
+    uint64_t id;  /* its connection, for completions that name the ext */
+    void *codec;  /* the codec's slow-path state (v1: a split frame; freed by codec->release) */
     uint8_t *out; /* output the socket did not take yet */
     uint32_t out_len, out_off, out_cap;
     bool have_peer;
     struct sockaddr_storage peer;
 };
 
-#define RB__PART_INLINE 7
+/* Bytes of the record the connection's codec owns (v1: a split frame's length and 7 bytes). */
+#define RB__CODEC_INLINE 8
 
 /* One cache line per connection; the timer goes last so its tail padding ends the line. */
 struct rb__conn {
@@ -91,16 +91,18 @@ struct rb__conn {
     uint32_t interval_ms;
     uint32_t timeout_ms;
     uint32_t gen;
-    uint32_t slot;
+    uint32_t slot : 20;    /* < RB__MAX_SLOTS */
+    uint32_t listener : 4; /* < RB_LISTEN_MAX: names the codec (and transport) */
+    uint32_t spare : 8;
     uint16_t ring; /* index within its worker */
     uint8_t state; /* bits 0-1 liveness, 2-3 mode, 4-6 weight of the mark */
     uint8_t flags; /* RB__CF_* */
     struct rb__conn_ext *ext;
-    uint8_t part_len; /* bytes of an incomplete frame held inline */
-    uint8_t part[RB__PART_INLINE];
+    uint8_t codec[RB__CODEC_INLINE];
     struct rb__timer timer;
 };
 _Static_assert(sizeof(struct rb__conn) == 64, "a connection record is one cache line");
+_Static_assert(RB_LISTEN_MAX <= 16, "the listener index has 4 bits");
 
 static inline enum rb_liveness rb__conn_liveness(const struct rb__conn *c)
 {
@@ -154,9 +156,10 @@ struct rb__ring {
 /* A message from another thread (rb_send / rb_close): bounded MPSC queue of the worker. */
 struct rb__msg {
     uint64_t id;
-    uint8_t *data; /* DATA payload copy, or NULL for a close */
+    uint8_t *data; /* message payload copy, or NULL for a close */
     uint32_t len;
     uint16_t code;
+    uint8_t kind; /* enum rb_data_kind */
 };
 struct rb__mbox_cell {
     _Atomic uint64_t seq;
@@ -184,7 +187,6 @@ struct rb__worker {
 
     int wake_fd;
     uint64_t wake_buf;
-    _Atomic int sleeping;
 
     struct rb__wheel wheel;
     struct rb__slab slab;
@@ -193,12 +195,12 @@ struct rb__worker {
     struct rb__out_gen out[2];
     uint64_t turn;
     unsigned overflow_hold; /* turns to keep output alive after a CQ overflow */
+    uint8_t *out_last;      /* the frame rb__out_begin() handed out last */
 
     uint64_t now_ms64; /* engine clock */
     uint32_t now_ms;
-    bool flushed_this_turn;
 
-    double ping_tokens; /* PING pacing: below 0, the PINGs reserved ahead (see conn_timer) */
+    double ping_tokens; /* PING pacing: below 0, the PINGs reserved ahead (see live.c) */
     double ping_per_ms; /* ... the refill rate */
     uint64_t ping_refill_ms;
     double accept_tokens; /* --accept-rate: token bucket */
@@ -216,6 +218,13 @@ struct rb__ip_count {
     uint32_t count;
 };
 
+/* A listening address and the protocol (codec) its connections speak. */
+struct rb__listener {
+    struct rb_listen_addr spec;
+    const struct rb__codec *codec;
+    uint16_t port; /* bound (port 0 in the spec picks one) */
+};
+
 struct rb_engine {
     struct rb_config cfg;
     struct rb__worker *workers;
@@ -227,9 +236,7 @@ struct rb_engine {
     _Atomic uint32_t conns; /* engine-wide, for --max-conns */
     _Atomic int stop;
     uint64_t epoch_ns;
-    uint16_t ports[RB_LISTEN_MAX];
-    struct sockaddr_storage addrs[RB_LISTEN_MAX];
-    socklen_t addr_lens[RB_LISTEN_MAX];
+    struct rb__listener listeners[RB_LISTEN_MAX];
     uint64_t token_key;      /* keys the PING tokens so a forged PONG is not taken for ours */
     pthread_mutex_t ip_lock; /* per-address counts: taken at accept and close only */
     struct rb__ip_count *ip_table;
@@ -246,22 +253,148 @@ struct rb_engine {
 #define RB__INC(w, field) RB__ADD(w, field, 1)
 #define RB__DEC(w, field) RB__ADD(w, field, (uint64_t)-1)
 
-/* worker.c */
-void *rb__worker_main(void *arg);
-int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index);
-void rb__worker_destroy(struct rb__worker *w);
+/* ---- records (conn.c) ---- */
+
+static inline struct rb__ring *rb__conn_ring(struct rb__worker *w, const struct rb__conn *c)
+{
+    return &w->rings[c->ring];
+}
+static inline uint64_t rb__conn_id(struct rb__worker *w, const struct rb__conn *c)
+{
+    return rb__id_make(c->gen, rb__conn_ring(w, c)->gindex, c->slot);
+}
+static inline const struct rb__codec *rb__conn_codec(const struct rb__worker *w,
+                                                     const struct rb__conn *c)
+{
+    return w->e->listeners[c->listener].codec;
+}
+static inline enum rb_protocol rb__conn_protocol(const struct rb__worker *w,
+                                                 const struct rb__conn *c)
+{
+    return w->e->listeners[c->listener].spec.protocol;
+}
+static inline void rb__conn_set_mode(struct rb__conn *c, enum rb_mode mode)
+{
+    c->state = (uint8_t)((c->state & ~0x0c) | (unsigned)mode << 2);
+}
+/* The record behind an id, if it is this worker's and still the same open connection. */
+struct rb__conn *rb__conn_lookup(struct rb__worker *w, uint64_t id);
+/* The slow-path state, allocated on first use; NULL when memory is short. */
+struct rb__conn_ext *rb__conn_ext(struct rb__worker *w, struct rb__conn *c);
+/* Frees the slow-path state once nothing in it is needed any more. */
+void rb__conn_ext_trim(struct rb__conn *c);
+/* Makes a record for a socket just accepted into `slot` of ring r (NULL: none left). */
+struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t slot,
+                              unsigned listener);
+/*
+ * Closes and frees a connection: the codec's close frame for `reason` (when the peer can still
+ * read), shutdown and close of its socket, counters, on_close (if it was opened). reason is an
+ * rb_close_code; peer_code the code the peer sent (RB_CLOSE_PEER) or 0.
+ */
+void rb__conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code);
+
+/* ---- protocol-neutral events from the codecs (sess.c) ---- */
+#include "codec.h"
+
+/* ---- liveness: the mark, the wheel, PING scheduling and pacing (live.c) ---- */
+
+unsigned rb__live_weight_max(const struct rb__conn *c);
+void rb__live_set_mark(struct rb__worker *w, struct rb__conn *c, enum rb_liveness to,
+                       unsigned weight);
+/* A complete frame arrived: records the time and restores the mark; touches no timer. */
+static inline void rb__live_touch(struct rb__worker *w, struct rb__conn *c)
+{
+    /* Rounded up: the clock is truncated to ms, and a connection must never look older than it
+     * is (that would declare it dead up to 1 ms early). */
+    c->last_rx_ms = w->now_ms + 1;
+    if (rb__conn_liveness(c) != RB_ALIVE)
+        rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
+}
+/* (Re)starts the connection's timer for its current mode, interval and timeout. */
+void rb__live_start(struct rb__worker *w, struct rb__conn *c);
+void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline_ms64);
+enum rb__live_verdict {
+    RB__LIVE_OK,   /* re-armed (or held for pacing) */
+    RB__LIVE_PING, /* a PING is due now: send it, then call rb__live_schedule() */
+    RB__LIVE_DEAD, /* the timeout has passed */
+};
+/* What a fired timer means; updates the mark and the pacing bucket. */
+enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c);
+void rb__live_schedule(struct rb__worker *w, struct rb__conn *c);
+/* Refills the PING pacing bucket up to the worker's clock (once per turn). */
+void rb__live_refill(struct rb__worker *w);
+/* PING tokens carry their send time and a keyed check, so a PONG needs no state. */
+uint64_t rb__live_token(const struct rb__worker *w, uint64_t id, uint64_t t_us);
+/* A PONG's token: 0 and the RTT when it is one of ours, -EINVAL otherwise. */
+int rb__live_pong(struct rb__worker *w, struct rb__conn *c, uint64_t token, uint64_t now_us,
+                  uint64_t *rtt_us);
+
+/* ---- output: arena, send log, pending output, flush, close chains (out.c) ---- */
+
+void rb__out_reset(struct rb__worker *w);
+void rb__out_free(struct rb__worker *w);
+/* Bytes in this turn's arena, valid until their send failures are reaped. */
+uint8_t *rb__out_alloc(struct rb__worker *w, uint32_t len);
+/*
+ * A frame for c: rb__out_begin() returns room for up to max_len bytes of it (NULL when memory
+ * is short); rb__out_end() sends the first len of them (frames queue behind blocked output).
+ * `counter` is an index into frames_out for v1 (0: none). May release c (slow reader).
+ */
+uint8_t *rb__out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len);
+void rb__out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *frame, uint32_t len);
+/* Room for n SQEs in a row (submits mid-turn when the SQ is full); false if there is none. */
+bool rb__ring_reserve(struct rb__worker *w, struct rb__ring *r, unsigned n);
+struct io_uring_sqe *rb__ring_sqe(struct rb__worker *w, struct rb__ring *r);
+/* The socket's close chain: the frame (len > 0), shutdown, close of the direct descriptor. */
+void rb__slot_close(struct rb__worker *w, struct rb__ring *r, uint32_t slot, const uint8_t *frame,
+                    uint32_t len);
+void rb__on_send_failed(struct rb__worker *w, struct io_uring_cqe *cqe);
+void rb__on_flush(struct rb__worker *w, struct io_uring_cqe *cqe);
+/* Frees a connection's queued output (or leaves it to the flush in flight). */
+void rb__out_release(struct rb__conn *c, struct rb__conn_ext *x);
+
+/* ---- receive: buffer ring, multishot recv, ENOBUFS re-arm (recv.c) ---- */
+
+#define RB__BGID 0 /* each ring's one provided-buffer group */
+void rb__recv_arm(struct rb__worker *w, struct rb__conn *c);
+void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe);
+void rb__recv_rearm(struct rb__worker *w, struct rb__ring *r);
+
+/* ---- accept (accept.c) ---- */
+
+void rb__accept_keep_armed(struct rb__worker *w);
+void rb__accept_cancel(struct rb__worker *w, struct rb__ring *r);
+void rb__on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe);
+void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe);
+
+/* ---- cross-thread mailbox (mbox.c) ---- */
+
+int rb__mbox_init(struct rb__mbox *q, uint32_t cells);
+void rb__mbox_free(struct rb__mbox *q);
 int rb__worker_post(struct rb__worker *w, const struct rb__msg *m);
 void rb__worker_wake(struct rb__worker *w);
-extern __thread struct rb__worker *rb__current_worker;
-int rb__conn_send_local(struct rb__worker *w, uint64_t id, const void *data, size_t len);
-int rb__conn_close_local(struct rb__worker *w, uint64_t id, uint16_t code);
+void rb__mbox_arm_wake(struct rb__worker *w);
+void rb__mbox_drain(struct rb__worker *w);
 
-/* stats.c */
+/* ---- the worker: setup, clock, loop turn (worker.c, loop.c) ---- */
+
+extern __thread struct rb__worker *rb__current_worker;
+int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index);
+void rb__worker_destroy(struct rb__worker *w);
+void *rb__worker_main(void *arg);
+int rb__ring_open(struct rb__worker *w, unsigned idx);
+int rb__worker_loop(struct rb__worker *w);
+void rb__worker_clock(struct rb__worker *w);
+static inline uint64_t rb__worker_now_us(const struct rb__worker *w)
+{
+    return (rb_clock_ns() - w->e->epoch_ns) / 1000;
+}
+
+/* ---- stats.c ---- */
 void rb__hist_add(struct rb_hist *h, const uint32_t *bounds, uint64_t value);
 void rb__stats_add(struct rb_stats *sum, const struct rb_stats *w);
 
-/* engine.c */
-uint64_t rb__clock_ns(void);
+/* ---- engine.c ---- */
 uint64_t rb__ip_key(const struct sockaddr_storage *ss);
 /* Counts one more connection from key; -EDQUOT when that would exceed max_conns_per_ip. */
 int rb__ip_acquire(struct rb_engine *e, uint64_t key);

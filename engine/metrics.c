@@ -59,7 +59,12 @@ static void help_type(struct out *o, const char *name, const char *type, const c
 static const char *const frame_type_names[RB_FRAME_TYPE_MAX] = {
     [RB_FRAME_HELLO] = "hello", [RB_FRAME_WELCOME] = "welcome", [RB_FRAME_PING] = "ping",
     [RB_FRAME_PONG] = "pong",   [RB_FRAME_DATA] = "data",       [RB_FRAME_CLOSE] = "close",
+    [RB_FRAME_TUNE] = "tune",
 };
+
+/* Every protocol this engine knows is exported, listened on or not, so series never appear. */
+static const enum rb_protocol protocols[] = {RB_PROTOCOL_V1, RB_PROTOCOL_WS};
+#define NPROTOCOLS (sizeof(protocols) / sizeof(protocols[0]))
 
 /* Every reason is always exported, zero or not, so rate() never sees a series appear from nothing.
  */
@@ -145,7 +150,20 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
         emit(&o, "ringbeat_mark_weight_connections{weight=\"%d\"} %llu\n", wgt,
              (unsigned long long)s.by_weight[wgt]);
 
-    counter(&o, "ringbeat_accepted_total", "Connections accepted.", s.accepted);
+    help_type(&o, "ringbeat_accepted_total", "counter", "Connections accepted, by protocol.");
+    for (size_t i = 0; i < NPROTOCOLS; i++)
+        emit(&o, "ringbeat_accepted_total{protocol=\"%s\"} %llu\n", rb_protocol_name(protocols[i]),
+             (unsigned long long)s.proto[protocols[i]].accepted);
+    help_type(&o, "ringbeat_protocol_connections", "gauge", "Open connections by protocol.");
+    for (size_t i = 0; i < NPROTOCOLS; i++)
+        emit(&o, "ringbeat_protocol_connections{protocol=\"%s\"} %llu\n",
+             rb_protocol_name(protocols[i]), (unsigned long long)s.proto[protocols[i]].conns);
+    help_type(
+        &o, "ringbeat_opened_total", "counter",
+        "Connections that identified themselves (HELLO, first frame or upgrade), by protocol.");
+    for (size_t i = 0; i < NPROTOCOLS; i++)
+        emit(&o, "ringbeat_opened_total{protocol=\"%s\"} %llu\n", rb_protocol_name(protocols[i]),
+             (unsigned long long)s.proto[protocols[i]].opened);
     help_type(&o, "ringbeat_rejected_total", "counter", "Connections refused at accept.");
     emit(&o, "ringbeat_rejected_total{reason=\"full\"} %llu\n",
          (unsigned long long)s.rejected_full);
@@ -153,18 +171,52 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
          (unsigned long long)s.rejected_per_ip);
     counter(&o, "ringbeat_accept_paused_total", "Times accepting paused to honour --accept-rate.",
             s.accept_paused);
-    help_type(&o, "ringbeat_closed_total", "counter", "Connections closed, by reason.");
-    for (size_t i = 0; i < sizeof(close_reasons) / sizeof(close_reasons[0]); i++) {
-        int r = close_reasons[i];
-        emit(&o, "ringbeat_closed_total{reason=\"%s\"} %llu\n", rb_close_code_name(r),
-             (unsigned long long)s.closed[r]);
+    help_type(&o, "ringbeat_closed_total", "counter",
+              "Connections closed, by protocol and reason.");
+    for (size_t p = 0; p < NPROTOCOLS; p++) {
+        const struct rb_proto_stats *ps = &s.proto[protocols[p]];
+        for (size_t i = 0; i < sizeof(close_reasons) / sizeof(close_reasons[0]); i++) {
+            int r = close_reasons[i];
+            emit(&o, "ringbeat_closed_total{protocol=\"%s\",reason=\"%s\"} %llu\n",
+                 rb_protocol_name(protocols[p]), rb_close_code_name(r),
+                 (unsigned long long)ps->closed[r]);
+        }
+    }
+    help_type(&o, "ringbeat_heartbeats_total", "counter",
+              "Heartbeats (pings and pongs) by protocol, direction and kind.");
+    for (size_t p = 0; p < NPROTOCOLS; p++) {
+        const struct rb_proto_stats *ps = &s.proto[protocols[p]];
+        const char *name = rb_protocol_name(protocols[p]);
+        const struct {
+            const char *dir, *kind;
+            uint64_t v;
+        } hb[] = {{"in", "ping", ps->pings_in},
+                  {"in", "pong", ps->pongs_in},
+                  {"out", "ping", ps->pings_out},
+                  {"out", "pong", ps->pongs_out}};
+        for (size_t i = 0; i < sizeof(hb) / sizeof(hb[0]); i++)
+            emit(&o,
+                 "ringbeat_heartbeats_total{protocol=\"%s\",direction=\"%s\",kind=\"%s\"} %llu\n",
+                 name, hb[i].dir, hb[i].kind, (unsigned long long)hb[i].v);
+    }
+    help_type(&o, "ringbeat_messages_total", "counter",
+              "Whole data messages by protocol and direction.");
+    for (size_t p = 0; p < NPROTOCOLS; p++) {
+        const struct rb_proto_stats *ps = &s.proto[protocols[p]];
+        const char *name = rb_protocol_name(protocols[p]);
+        emit(&o, "ringbeat_messages_total{protocol=\"%s\",direction=\"in\"} %llu\n", name,
+             (unsigned long long)ps->data_in);
+        emit(&o, "ringbeat_messages_total{protocol=\"%s\",direction=\"out\"} %llu\n", name,
+             (unsigned long long)ps->data_out);
     }
 
-    help_type(&o, "ringbeat_frames_in_total", "counter", "Complete frames received, by type.");
+    help_type(&o, "ringbeat_frames_in_total", "counter",
+              "Complete protocol v1 frames received, by type.");
     for (int t = 1; t < RB_FRAME_TYPE_MAX; t++)
         emit(&o, "ringbeat_frames_in_total{type=\"%s\"} %llu\n", frame_type_names[t],
              (unsigned long long)s.frames_in[t]);
-    help_type(&o, "ringbeat_frames_out_total", "counter", "Frames queued for sending, by type.");
+    help_type(&o, "ringbeat_frames_out_total", "counter",
+              "Protocol v1 frames queued for sending, by type.");
     for (int t = 1; t < RB_FRAME_TYPE_MAX; t++)
         emit(&o, "ringbeat_frames_out_total{type=\"%s\"} %llu\n", frame_type_names[t],
              (unsigned long long)s.frames_out[t]);

@@ -1,7 +1,8 @@
-/* proto.c — wire protocol v1 codec: header checks, payload parsers and frame encoders. */
+/* proto.c — wire protocol v1 grammar: header checks, payload parsers, encoders, stream decoder. */
 #include "proto.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 int rb__frame_check(const uint8_t hdr[RB_FRAME_HEADER_LEN], uint32_t max_frame,
@@ -22,6 +23,10 @@ int rb__frame_check(const uint8_t hdr[RB_FRAME_HEADER_LEN], uint32_t max_frame,
     case RB_FRAME_PING:
     case RB_FRAME_PONG:
         if (len != RB__PING_LEN)
+            return -EPROTO;
+        break;
+    case RB_FRAME_TUNE:
+        if (len != RB__TUNE_LEN)
             return -EPROTO;
         break;
     case RB_FRAME_DATA:
@@ -124,6 +129,15 @@ int rb__close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t 
     return 0;
 }
 
+int rb__tune_parse(const uint8_t *p, size_t len, uint32_t *interval_ms, uint32_t *timeout_ms)
+{
+    if (len != RB__TUNE_LEN)
+        return -EPROTO;
+    *interval_ms = rb__get_u32(p);
+    *timeout_ms = rb__get_u32(p + 4);
+    return 0;
+}
+
 static void put_u16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -210,4 +224,121 @@ size_t rb__put_data(uint8_t *out, const void *data, uint16_t len)
     if (len > 0)
         memcpy(out + RB_FRAME_HEADER_LEN, data, len);
     return RB_FRAME_HEADER_LEN + (size_t)len;
+}
+
+size_t rb__put_tune(uint8_t *out, uint32_t interval_ms, uint32_t timeout_ms)
+{
+    uint8_t *p = out + rb__put_header(out, RB_FRAME_TUNE, RB__TUNE_LEN);
+    put_u32(p, interval_ms);
+    put_u32(p + 4, timeout_ms);
+    return RB_FRAME_HEADER_LEN + RB__TUNE_LEN;
+}
+
+/* ---- stream decoder ---- */
+
+size_t rb__v1_pending(const struct rb__v1_rx *rx)
+{
+    struct rb__v1_split **slot = rx->slot(rx->ctx, false);
+    return slot && *slot ? (*slot)->len : *rx->inl_len;
+}
+
+/* Keeps n more bytes of a split frame of frame_len bytes: inline while they fit, else in a buffer
+ * sized for exactly that frame. */
+static int split_store(const struct rb__v1_rx *rx, const uint8_t *p, size_t n, size_t frame_len)
+{
+    struct rb__v1_split **slot = rx->slot(rx->ctx, false);
+    struct rb__v1_split *sp = slot ? *slot : NULL;
+    if (!sp && *rx->inl_len + n <= rx->inl_cap) {
+        memcpy(rx->inl + *rx->inl_len, p, n);
+        *rx->inl_len = (uint8_t)(*rx->inl_len + n);
+        return 0;
+    }
+    if (!sp) {
+        if (!(slot = rx->slot(rx->ctx, true)))
+            return -ENOMEM;
+        if (!(sp = malloc(sizeof(*sp) + frame_len)))
+            return -ENOMEM;
+        memcpy(sp->data, rx->inl, *rx->inl_len);
+        sp->len = *rx->inl_len;
+        sp->cap = (uint32_t)frame_len;
+        *rx->inl_len = 0;
+        *slot = sp;
+    }
+    memcpy(sp->data + sp->len, p, n);
+    sp->len += (uint32_t)n;
+    return 0;
+}
+
+/* Completes the split frame with what it still lacks from p; *used says how much that was. */
+static int split_continue(const struct rb__v1_rx *rx, const uint8_t *p, size_t n, size_t *used)
+{
+    struct rb__v1_split **slot = rx->slot(rx->ctx, false);
+    struct rb__v1_split *sp = slot ? *slot : NULL;
+    *used = 0;
+    size_t have = sp ? sp->len : *rx->inl_len;
+    if (have < RB_FRAME_HEADER_LEN) {
+        /* A header always fits inline (inl_cap >= its size), so sp is NULL here. */
+        size_t take = RB_FRAME_HEADER_LEN - have < n ? RB_FRAME_HEADER_LEN - have : n;
+        memcpy(rx->inl + have, p, take);
+        *rx->inl_len = (uint8_t)(have + take);
+        *used = take;
+        if (*rx->inl_len < RB_FRAME_HEADER_LEN)
+            return 0;
+        p += take;
+        n -= take;
+        have = RB_FRAME_HEADER_LEN;
+    }
+    struct rb__frame_hdr h;
+    int err = rb__frame_check(sp ? sp->data : rx->inl, rx->max_frame, &h);
+    if (err < 0)
+        return err;
+    size_t total = RB_FRAME_HEADER_LEN + (size_t)h.len;
+    size_t take = total - have < n ? total - have : n;
+    if (take && (err = split_store(rx, p, take, total)) < 0)
+        return err;
+    *used += take;
+    slot = rx->slot(rx->ctx, false);
+    sp = slot ? *slot : NULL;
+    if ((sp ? sp->len : *rx->inl_len) < total)
+        return 0;
+    const uint8_t *frame = sp ? sp->data : rx->inl;
+    int r = rx->frame(rx->ctx, &h, frame + RB_FRAME_HEADER_LEN);
+    if (r != 0)
+        return r; /* the caller may have freed everything; touch nothing */
+    *rx->inl_len = 0;
+    if (sp) {
+        free(sp);
+        *slot = NULL;
+    }
+    return 0;
+}
+
+int rb__v1_feed(const struct rb__v1_rx *rx, const uint8_t *p, size_t n)
+{
+    if (rb__v1_pending(rx)) {
+        size_t used;
+        int r = split_continue(rx, p, n, &used);
+        if (r != 0)
+            return r;
+        p += used;
+        n -= used;
+        if (rb__v1_pending(rx))
+            return 0; /* still incomplete: everything was taken */
+    }
+    while (n) {
+        struct rb__frame_hdr h;
+        if (n < RB_FRAME_HEADER_LEN)
+            return split_store(rx, p, n, RB_FRAME_HEADER_LEN);
+        int r = rb__frame_check(p, rx->max_frame, &h);
+        if (r < 0)
+            return r;
+        size_t total = RB_FRAME_HEADER_LEN + (size_t)h.len;
+        if (n < total)
+            return split_store(rx, p, n, total);
+        if ((r = rx->frame(rx->ctx, &h, p + RB_FRAME_HEADER_LEN)) != 0)
+            return r;
+        p += total;
+        n -= total;
+    }
+    return 0;
 }

@@ -2,12 +2,14 @@
 #ifndef RB_PROTO_H
 #define RB_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ringbeat.h"
 
 #define RB__PING_LEN         8
+#define RB__TUNE_LEN         8
 #define RB__HELLO_MIN        12
 #define RB__HELLO_MAX        (RB__HELLO_MIN + RB_CLIENT_ID_MAX)
 #define RB__WELCOME_LEN      20
@@ -54,6 +56,9 @@ int rb__welcome_parse(const uint8_t *p, size_t len, struct rb__welcome *out);
 int rb__close_parse(const uint8_t *p, size_t len, uint16_t *code, const uint8_t **reason,
                     size_t *reason_len);
 
+/* Parses a TUNE payload (u32 interval_ms, u32 timeout_ms; 0: the server's default). */
+int rb__tune_parse(const uint8_t *p, size_t len, uint32_t *interval_ms, uint32_t *timeout_ms);
+
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
 int rb__utf8_valid(const uint8_t *p, size_t len);
 
@@ -80,5 +85,37 @@ size_t rb__put_welcome(uint8_t *out, const struct rb__welcome *w);
 size_t rb__put_ping(uint8_t *out, uint8_t type /* PING or PONG */, uint64_t token);
 size_t rb__put_close(uint8_t *out, uint16_t code, const char *reason /* may be NULL */);
 size_t rb__put_data(uint8_t *out, const void *data, uint16_t len);
+size_t rb__put_tune(uint8_t *out, uint32_t interval_ms, uint32_t timeout_ms);
+
+/*
+ * The v1 stream decoder, shared by the engine, the load generator, the client library and the
+ * fuzz targets. Frames wholly inside the input are handed out in place, with no copy. A frame split
+ * across inputs waits in storage the caller owns: `inl_cap` bytes of its own record (at least a
+ * header), and for a longer frame a buffer of exactly that frame's size, kept in the caller's slot
+ * and freed as soon as the frame is complete. So a peer can make its reader hold at most one frame.
+ */
+struct rb__v1_split {
+    uint32_t len, cap;
+    uint8_t data[];
+};
+struct rb__v1_rx {
+    uint8_t *inl_len; /* bytes of a split frame held inline */
+    uint8_t *inl;     /* inl_cap bytes */
+    uint8_t inl_cap;  /* >= RB_FRAME_HEADER_LEN */
+    uint32_t max_frame;
+    /* The address of the caller's slot for a longer split frame; with create, the caller makes
+     * the slot exist (it may allocate what holds it) or returns NULL. *slot is NULL when empty. */
+    struct rb__v1_split **(*slot)(void *ctx, bool create);
+    /* One complete frame; anything but 0 stops the decoder at once, which then returns it. */
+    int (*frame)(void *ctx, const struct rb__frame_hdr *h, const uint8_t *payload);
+    void *ctx;
+};
+/*
+ * Feeds n bytes: 0 when all were taken; what frame() returned to stop; -EPROTO or -EMSGSIZE for a
+ * header rb__frame_check() refuses (nothing after it is looked at); -ENOMEM.
+ */
+int rb__v1_feed(const struct rb__v1_rx *rx, const uint8_t *p, size_t n);
+/* Bytes of a split frame held now (0: the decoder is between frames). */
+size_t rb__v1_pending(const struct rb__v1_rx *rx);
 
 #endif

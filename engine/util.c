@@ -1,8 +1,9 @@
-/* util.c — small shared helpers: duration parsing, enum names, histogram bounds, memory stats. */
+/* util.c — small shared helpers: the clock, duration and mode parsing, names, histogram bounds. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef RB_HAVE_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -25,6 +26,25 @@ const uint32_t rb_rtt_bounds_us[RB_HIST_BUCKETS - 1] = {
 const uint32_t rb_lateness_bounds_ms[RB_HIST_BUCKETS - 1] = {
     0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
 };
+
+uint64_t rb_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int rb_parse_mode(const char *s, enum rb_mode *out)
+{
+    static const enum rb_mode modes[] = {RB_MODE_SERVER, RB_MODE_CLIENT, RB_MODE_SILENT};
+    for (size_t i = 0; s && i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(s, rb_mode_name(modes[i])) == 0) {
+            *out = modes[i];
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
 
 int rb_parse_duration_us(const char *s, uint64_t *out_us)
 {
@@ -135,6 +155,17 @@ const char *rb_mode_name(enum rb_mode mode)
         return "client";
     case RB_MODE_SILENT:
         return "silent";
+    }
+    return "unknown";
+}
+
+const char *rb_protocol_name(enum rb_protocol p)
+{
+    switch (p) {
+    case RB_PROTOCOL_V1:
+        return "v1";
+    case RB_PROTOCOL_WS:
+        return "ws";
     }
     return "unknown";
 }

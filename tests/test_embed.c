@@ -111,9 +111,11 @@ static void cb_open(struct rb_engine *e, const struct rb_conn_info *info, void *
     ev_push(user, &ev);
 }
 
-static void cb_data(struct rb_engine *e, uint64_t id, const void *data, size_t len, void *user)
+static void cb_data(struct rb_engine *e, uint64_t id, enum rb_data_kind kind, const void *data,
+                    size_t len, void *user)
 {
     struct fx *fx = user;
+    assert_int_equal(kind, RB_DATA_BINARY); /* v1 DATA is binary */
     struct ev ev = {.kind = EV_DATA, .id = id, .len = len, .send_rc = 1};
     memcpy(ev.data, data, len < sizeof(ev.data) ? len : sizeof(ev.data));
     if (len == 5 && memcmp(data, "probe", 5) == 0) {

@@ -9,6 +9,9 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "ringbeat.h"
 
 static uint64_t dur(const char *s)
@@ -124,6 +127,69 @@ static void test_histogram_bounds_increase(void **state)
     assert_true(has10);
 }
 
+static void test_parse_mode(void **state)
+{
+    (void)state;
+    enum rb_mode m = RB_MODE_SILENT;
+    assert_int_equal(rb_parse_mode("server", &m), 0);
+    assert_int_equal(m, RB_MODE_SERVER);
+    assert_int_equal(rb_parse_mode("client", &m), 0);
+    assert_int_equal(m, RB_MODE_CLIENT);
+    assert_int_equal(rb_parse_mode("silent", &m), 0);
+    assert_int_equal(m, RB_MODE_SILENT);
+    assert_int_equal(rb_parse_mode("Server", &m), -EINVAL);
+    assert_int_equal(rb_parse_mode("", &m), -EINVAL);
+    assert_int_equal(rb_parse_mode(NULL, &m), -EINVAL);
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* The one address grammar: what ringbeatd accepts on its command line is what the engine binds. */
+static void test_parse_addr(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    assert_int_equal(rb_parse_addr("127.0.0.1:7600", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(len, sizeof(struct sockaddr_in));
+    assert_int_equal(ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr), 0x7f000001);
+    assert_int_equal(port_of(&ss), 7600);
+    /* ":PORT" and "*:PORT" mean every IPv4 address, like the default 0.0.0.0:7600. */
+    assert_int_equal(rb_parse_addr(":7600", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_ANY));
+    assert_int_equal(rb_parse_addr("*:0", &ss, &len), 0);
+    assert_int_equal(port_of(&ss), 0);
+    assert_int_equal(rb_parse_addr("[::1]:65535", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(port_of(&ss), 65535);
+    static const char *const bad[] = {
+        "127.0.0.1",    "127.0.0.1:",     "127.0.0.1:65536", "127.0.0.1:-1",
+        "127.0.0.1:7a", "localhost:7600", "::1:7600",        "[::1:7600",
+        "1.2.3.4.5:80", "127.0.0.1: 80",  "[127.0.0.1]:80",  "127.0.0.1:0000080",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(rb_parse_addr(bad[i], &ss, &len), -EINVAL);
+}
+
+static void test_parse_listen(void **state)
+{
+    (void)state;
+    struct rb_listen_addr la;
+    assert_int_equal(rb_parse_listen("127.0.0.1:7600", &la), 0);
+    assert_int_equal(la.protocol, RB_PROTOCOL_V1);
+    assert_int_equal(rb_parse_listen("tcp://:7600", &la), 0);
+    assert_int_equal(la.protocol, RB_PROTOCOL_V1);
+    assert_int_equal(port_of(&la.addr), 7600);
+    assert_int_equal(rb_parse_listen("gopher://1.2.3.4:70", &la), -EPROTONOSUPPORT);
+    assert_int_equal(rb_parse_listen("tcp://nonsense", &la), -EINVAL);
+}
+
 static void test_memory_stats(void **state)
 {
     (void)state;
@@ -153,6 +219,9 @@ int main(void)
         cmocka_unit_test(test_duration_overflow),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_histogram_bounds_increase),
+        cmocka_unit_test(test_parse_mode),
+        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_memory_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,8 +39,9 @@ static const char usage_text[] =
     "Usage: ringbeatd [flags]\n"
     "Keeps many long-lived TCP connections alive with heartbeats and closes dead ones on time.\n"
     "\n"
-    "  --listen ADDR:PORT     listen here (repeatable, up to 16; default 0.0.0.0:7600;\n"
-    "                         [v6]:PORT for IPv6; port 0 picks a free one)\n"
+    "  --listen [SCHEME://]ADDR:PORT  listen here (repeatable, up to 16; default 0.0.0.0:7600;\n"
+    "                         [v6]:PORT for IPv6, :PORT for all IPv4; port 0 picks a free one;\n"
+    "                         no scheme or tcp:// serves protocol v1)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
     "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
@@ -204,31 +205,12 @@ static uint32_t parse_duration_ms(const char *flag, const char *s, uint64_t min_
     return (uint32_t)ms;
 }
 
-/* ADDR:PORT with a numeric IPv4 address, [v6]:PORT, or :PORT; the engine does the binding. */
+/* The engine's own parsers, so the daemon and the engine agree on what an address is. */
 static bool valid_addr(const char *s)
 {
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon[1] == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    if (*end != '\0' || errno != 0 || port > 65535 || colon[1] < '0' || colon[1] > '9')
-        return false;
-    size_t hlen = (size_t)(colon - s);
-    char host[INET6_ADDRSTRLEN + 2];
-    if (hlen >= sizeof(host))
-        return false;
-    memcpy(host, s, hlen);
-    host[hlen] = '\0';
-    unsigned char tmp[16];
-    if (hlen == 0)
-        return true;
-    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        return inet_pton(AF_INET6, host + 1, tmp) == 1;
-    }
-    return inet_pton(AF_INET, host, tmp) == 1;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    return rb_parse_addr(s, &ss, &len) == 0;
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
@@ -253,25 +235,25 @@ static void parse_args(int argc, char **argv, struct options *o)
     while ((opt = getopt_long(argc, argv, ":hV", long_options, NULL)) != -1) {
         const char *flag = argv[optind - 1];
         switch (opt) {
-        case OPT_LISTEN:
+        case OPT_LISTEN: {
             if (c->listen_count == RB_LISTEN_MAX)
                 usage_error("--listen: at most %d addresses", RB_LISTEN_MAX);
-            if (!valid_addr(optarg))
-                usage_error("--listen: '%s' is not ADDR:PORT (e.g. 0.0.0.0:7600, [::1]:7600)",
+            struct rb_listen_addr la;
+            int rc = rb_parse_listen(optarg, &la);
+            if (rc == -EPROTONOSUPPORT)
+                usage_error("--listen: '%s' names a protocol this build does not serve", optarg);
+            if (rc < 0)
+                usage_error("--listen: '%s' is not [SCHEME://]ADDR:PORT (e.g. 0.0.0.0:7600, "
+                            "[::1]:7600)",
                             optarg);
             c->listen[c->listen_count++] = optarg;
             break;
+        }
         case OPT_WORKERS:
             c->workers = (unsigned)parse_uint("--workers", optarg, 1, 256);
             break;
         case OPT_MODE:
-            if (strcmp(optarg, "server") == 0)
-                c->mode = RB_MODE_SERVER;
-            else if (strcmp(optarg, "client") == 0)
-                c->mode = RB_MODE_CLIENT;
-            else if (strcmp(optarg, "silent") == 0)
-                c->mode = RB_MODE_SILENT;
-            else
+            if (rb_parse_mode(optarg, &c->mode) < 0)
                 usage_error("--mode: '%s' is not server, client or silent", optarg);
             break;
         case OPT_INTERVAL:
@@ -500,9 +482,7 @@ static void log_stats(struct rb_engine *e, const char *event)
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return rb_clock_ns() / 1000000;
 }
 
 static const char *signal_name(int sig)

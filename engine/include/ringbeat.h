@@ -13,9 +13,9 @@ extern "C" {
 #endif
 
 #define RB_VERSION_MAJOR  0
-#define RB_VERSION_MINOR  1
+#define RB_VERSION_MINOR  2
 #define RB_VERSION_PATCH  0
-#define RB_VERSION_STRING "0.1.0"
+#define RB_VERSION_STRING "0.2.0"
 
 /* Wire protocol v1 (docs/protocol.md). */
 #define RB_PROTO_VERSION    1
@@ -29,8 +29,22 @@ enum rb_frame_type {
     RB_FRAME_PONG = 0x04,
     RB_FRAME_DATA = 0x05,
     RB_FRAME_CLOSE = 0x06,
+    RB_FRAME_TUNE = 0x07, /* client: new interval and timeout; answered by WELCOME */
 };
-#define RB_FRAME_TYPE_MAX 7 /* array bound for per-type counters (index 0 unused) */
+#define RB_FRAME_TYPE_MAX 8 /* array bound for per-type counters (index 0 unused) */
+
+/* The protocols a listener can speak (docs/protocol.md, docs/websocket.md). */
+enum rb_protocol {
+    RB_PROTOCOL_V1 = 0, /* ringbeat wire protocol v1: "ADDR:PORT" */
+    RB_PROTOCOL_WS = 1, /* WebSocket (RFC 6455): "ws://ADDR:PORT" */
+};
+#define RB_PROTOCOL_MAX 4 /* array bound for per-protocol counters */
+
+/* What a message is: WebSocket's binary and text opcodes; v1 DATA is binary. */
+enum rb_data_kind {
+    RB_DATA_BINARY = 0,
+    RB_DATA_TEXT = 1, /* valid UTF-8 */
+};
 
 enum rb_mode {
     RB_MODE_SERVER = 0, /* the server PINGs after an interval of silence, the client answers PONG */
@@ -38,7 +52,10 @@ enum rb_mode {
     RB_MODE_SILENT = 2, /* the client PINGs, the server only records that it is alive */
 };
 
-/* CLOSE codes on the wire (1..7) and local close reasons (64 and up, never sent). */
+/*
+ * Why a connection closed. 1..63 are v1 CLOSE codes on the wire; 64 and up are local reasons, never
+ * sent as such. Each protocol maps a reason to its own code (WebSocket: docs/websocket.md).
+ */
 enum rb_close_code {
     RB_CLOSE_NORMAL = 1,
     RB_CLOSE_TIMEOUT = 2,
@@ -66,10 +83,12 @@ struct rb_engine;
 struct rb_conn_info {
     uint64_t id;       /* stable for the connection's life; never reused soon */
     unsigned worker;   /* the worker thread that owns it */
+    unsigned listener; /* index into rb_config.listen */
+    enum rb_protocol protocol;
     enum rb_mode mode; /* effective values after clamping */
     uint32_t interval_ms;
     uint32_t timeout_ms;
-    const char *client_id; /* from HELLO; not NUL-terminated; may be empty */
+    const char *client_id; /* from HELLO (or the WebSocket URL); not NUL-terminated; may be empty */
     size_t client_id_len;
     struct sockaddr_storage peer; /* ss_family == AF_UNSPEC unless rb_config.peer_addr */
 };
@@ -83,7 +102,9 @@ struct rb_conn_info {
  */
 struct rb_callbacks {
     void (*on_open)(struct rb_engine *e, const struct rb_conn_info *info, void *user);
-    void (*on_data)(struct rb_engine *e, uint64_t id, const void *data, size_t len, void *user);
+    /* A whole message (v1 DATA, or a WebSocket message after reassembly). */
+    void (*on_data)(struct rb_engine *e, uint64_t id, enum rb_data_kind kind, const void *data,
+                    size_t len, void *user);
     void (*on_liveness)(struct rb_engine *e, uint64_t id, enum rb_liveness from,
                         enum rb_liveness to, void *user);
     /* reason is an rb_close_code; for RB_CLOSE_PEER, peer_code is the code the peer sent. */
@@ -93,18 +114,19 @@ struct rb_callbacks {
 #define RB_LISTEN_MAX 16
 
 struct rb_config {
-    const char *listen[RB_LISTEN_MAX]; /* "ADDR:PORT", "[v6]:PORT"; port 0 picks one */
-    unsigned listen_count;             /* 0 means "0.0.0.0:7600" */
-    unsigned workers;                  /* 0: one per online core */
-    enum rb_mode mode;                 /* default for connections without HELLO */
-    uint32_t interval_ms;              /* default heartbeat interval (30000) */
-    uint32_t timeout_ms;               /* default liveness timeout (0: 3 x interval) */
-    uint32_t min_interval_ms;          /* HELLO clamps (1000 .. 3600000) */
+    const char
+        *listen[RB_LISTEN_MAX]; /* "[SCHEME://]ADDR:PORT" (rb_parse_listen); port 0 picks one */
+    unsigned listen_count;      /* 0 means "0.0.0.0:7600" */
+    unsigned workers;           /* 0: one per online core */
+    enum rb_mode mode;          /* default for connections without HELLO */
+    uint32_t interval_ms;       /* default heartbeat interval (30000) */
+    uint32_t timeout_ms;        /* default liveness timeout (0: 3 x interval) */
+    uint32_t min_interval_ms;   /* HELLO clamps (1000 .. 3600000) */
     uint32_t max_interval_ms;
     uint32_t max_timeout_ms;   /* HELLO clamp for timeout (0: 4 x max_interval) */
     uint32_t tick_ms;          /* wheel tick = detection precision (10) */
     uint32_t max_conns;        /* beyond: CLOSE(4) (default 1048576) */
-    uint32_t max_frame;        /* largest DATA payload (4096) */
+    uint32_t max_frame;        /* largest message payload (4096) */
     uint32_t ring_entries;     /* SQ entries per ring (512; the CQ has 4x) */
     uint32_t buffers;          /* provided receive buffers per ring (128) */
     uint32_t buffer_size;      /* bytes per provided buffer (1024) */
@@ -116,7 +138,7 @@ struct rb_config {
     uint32_t max_conns_per_ip; /* per IPv4 address or IPv6 /64; beyond: CLOSE(4) (0: off) */
     uint32_t accept_rate;      /* accepts per second, engine-wide (0: unlimited) */
     bool peer_addr;            /* fetch each peer's address for on_open (costs 2 syscalls) */
-    bool echo_data;            /* echo DATA back when on_data is NULL (ringbeatd: true) */
+    bool echo_data;            /* echo messages back when on_data is NULL (ringbeatd: true) */
     struct rb_callbacks cb;
     void *user;
 };
@@ -135,6 +157,17 @@ struct rb_hist {
     uint64_t sum; /* in the histogram's unit */
 };
 
+/* Protocol-neutral counters, one set per protocol (rb_stats.proto[enum rb_protocol]). */
+struct rb_proto_stats {
+    uint64_t conns;                                    /* open now */
+    uint64_t accepted;                                 /* total */
+    uint64_t opened;                                   /* identified themselves (on_open) */
+    uint64_t pings_in, pongs_in, pings_out, pongs_out; /* heartbeats */
+    uint64_t data_in, data_out;                        /* whole messages */
+    uint64_t welcomes_out, closes_out; /* v1 WELCOME / WebSocket 101; close frames */
+    uint64_t closed[RB_CLOSE_REASON_MAX];
+};
+
 struct rb_stats {
     uint64_t conns;           /* open now */
     uint64_t by_liveness[3];  /* open now, by enum rb_liveness (dead ones are closing) */
@@ -144,8 +177,8 @@ struct rb_stats {
     uint64_t rejected_per_ip; /* CLOSE(4): --max-conns-per-ip */
     uint64_t accept_paused;   /* times accepting paused for --accept-rate */
     uint64_t closed[RB_CLOSE_REASON_MAX];
-    uint64_t frames_in[RB_FRAME_TYPE_MAX];
-    uint64_t frames_out[RB_FRAME_TYPE_MAX];
+    uint64_t frames_in[RB_FRAME_TYPE_MAX];  /* protocol v1 only, by frame type */
+    uint64_t frames_out[RB_FRAME_TYPE_MAX]; /* protocol v1 only, by frame type */
     uint64_t bytes_in, bytes_out;
     uint64_t pong_unmatched; /* PONGs whose token we did not issue (liveness still counts) */
     uint64_t loop_turns, submits, sqes_submitted;
@@ -154,6 +187,7 @@ struct rb_stats {
     uint64_t pings_deferred;    /* PINGs held back a tick by pacing */
     struct rb_hist rtt_us;      /* server-initiated PING to PONG */
     struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
+    struct rb_proto_stats proto[RB_PROTOCOL_MAX];
     unsigned workers, rings;
 };
 
@@ -173,14 +207,16 @@ void rb_engine_destroy(struct rb_engine *e);
 uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener);
 
 /*
- * Sends a DATA frame to connection id. On the owning worker (inside a callback) this queues the
- * frame for the loop's next submit; from any other thread it copies the payload into a bounded
- * hand-off queue of the owning worker (one allocation, one CAS, one eventfd write).
- * -ENOENT: no such connection (from another thread only for an id that can never be valid: the
- * owner learns of a closed id after the hand-off and drops the message); -EMSGSIZE: len >
- * max_frame; -EAGAIN: hand-off queue full.
+ * Sends a binary message to connection id (v1 DATA, WebSocket binary frame). On the owning worker
+ * (inside a callback) this queues the frame for the loop's next submit; from any other thread it
+ * copies the payload into a bounded hand-off queue of the owning worker (one allocation, one CAS,
+ * one eventfd write). -ENOENT: no such connection (from another thread only for an id that can
+ * never be valid: the owner learns of a closed id after the hand-off and drops the message);
+ * -EMSGSIZE: len > max_frame; -EAGAIN: hand-off queue full.
  */
 int rb_send(struct rb_engine *e, uint64_t id, const void *data, size_t len);
+/* The same for a text message (WebSocket text frame; v1 DATA). -EILSEQ: not valid UTF-8. */
+int rb_send_text(struct rb_engine *e, uint64_t id, const char *text, size_t len);
 /* Sends CLOSE(code) and releases the connection; same threading rules as rb_send. */
 int rb_close(struct rb_engine *e, uint64_t id, uint16_t code);
 
@@ -194,9 +230,31 @@ void rb_memory_stats(uint64_t *allocated_bytes, uint64_t *resident_bytes);
 const char *rb_close_code_name(int code);
 const char *rb_mode_name(enum rb_mode mode);
 const char *rb_liveness_name(enum rb_liveness l);
+const char *rb_protocol_name(enum rb_protocol p);
+
+/* ---- The one clock and the one parser of each kind, shared by the engine and its tools. ---- */
+
+/* The monotonic clock every part of ringbeat measures with, in nanoseconds. */
+uint64_t rb_clock_ns(void);
 
 /* Parses "250ms", "30s", "2m", "500us" or a bare number of milliseconds into *out_us. */
 int rb_parse_duration_us(const char *s, uint64_t *out_us);
+/* "server", "client" or "silent": 0 or -EINVAL. */
+int rb_parse_mode(const char *s, enum rb_mode *out);
+/*
+ * A numeric socket address: "A.B.C.D:PORT", "[v6]:PORT", and ":PORT" or "*:PORT" for every IPv4
+ * address (0.0.0.0). No name lookups. 0 or -EINVAL.
+ */
+int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
+
+/* A listener: the protocol its scheme names ("ws://"; none: v1) and its address. */
+struct rb_listen_addr {
+    enum rb_protocol protocol;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+};
+/* "[SCHEME://]ADDR:PORT": -EINVAL (malformed), -EPROTONOSUPPORT (a scheme this build lacks). */
+int rb_parse_listen(const char *s, struct rb_listen_addr *out);
 
 /* ---- Logging: operator log lines on stderr (text or JSON), never one per heartbeat. ---- */
 enum rb_log_level { RB_LOG_ERROR = 0, RB_LOG_WARN = 1, RB_LOG_INFO = 2, RB_LOG_DEBUG = 3 };

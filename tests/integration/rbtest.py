@@ -24,8 +24,9 @@ PING = 0x03
 PONG = 0x04
 DATA = 0x05
 CLOSE = 0x06
+TUNE = 0x07
 TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", PING: "PING", PONG: "PONG", DATA: "DATA",
-              CLOSE: "CLOSE"}
+              CLOSE: "CLOSE", TUNE: "TUNE"}
 
 MODE_SERVER = 0
 MODE_CLIENT = 1
@@ -83,6 +84,10 @@ def hello(mode=MODE_CLIENT, interval_ms=0, timeout_ms=0, client_id=b"", version=
 
 def welcome_frame(mode=MODE_CLIENT, interval_ms=1000, timeout_ms=3000, conn_id=1):
     return frame(WELCOME, WELCOME_BODY.pack(1, mode, 0, interval_ms, timeout_ms, conn_id))
+
+
+def tune(interval_ms, timeout_ms):
+    return frame(TUNE, struct.pack(">II", interval_ms, timeout_ms))
 
 
 def ping(token):

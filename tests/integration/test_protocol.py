@@ -5,7 +5,7 @@ import unittest
 
 import rbtest
 from rbtest import (DATA, MODE_CLIENT, MODE_SERVER, MODE_SILENT, PING, PONG, DaemonTestCase,
-                    close, data, frame, hello, ping)
+                    close, data, frame, hello, ping, tune)
 
 
 class HelloWelcome(DaemonTestCase):
@@ -74,6 +74,65 @@ class HelloWelcome(DaemonTestCase):
         c = self.client(self.d)
         c.send(hello(3, 1000, 3000))
         c.expect_close(rbtest.CLOSE_PROTOCOL)
+
+
+class Tune(DaemonTestCase):
+    """TUNE (0x07): a client changes its interval and timeout on an open connection."""
+
+    def setUp(self):
+        self.d = self.start_daemon("--mode", "client", "--interval", "2s", "--timeout", "6s",
+                                   "--min-interval", "1s", "--max-interval", "10s", "--tick", "10ms")
+
+    def test_tune_is_clamped_like_hello_and_answered_with_welcome(self):
+        c = self.client(self.d)
+        w0 = c.handshake(MODE_CLIENT, 2000, 6000)
+        c.send(tune(200, 0))  # interval raised to the minimum, timeout 3 x interval
+        w = c.expect_welcome()
+        self.assertEqual((w["mode"], w["interval_ms"], w["timeout_ms"]), (MODE_CLIENT, 1000, 3000))
+        self.assertEqual(w["conn_id"], w0["conn_id"])
+        c.send(tune(0, 0))  # back to the server defaults
+        w = c.expect_welcome()
+        self.assertEqual((w["interval_ms"], w["timeout_ms"]), (2000, 6000))
+        c.roundtrip(5)
+
+    def test_new_timeout_is_enforced_from_the_tune(self):
+        c = self.client(self.d)
+        c.handshake(MODE_CLIENT, 2000, 6000)
+        c.send(tune(1000, 1500))
+        c.expect_welcome()
+        t0 = time.monotonic()
+        # Silent from now on: the server must close at 1.5 s, not at the 6 s of the HELLO.
+        f, _ = c.wait_close(4.0)
+        waited = time.monotonic() - t0
+        self.assertEqual(f.close_code, rbtest.CLOSE_TIMEOUT)
+        self.assertGreaterEqual(waited, 1.4)
+        self.assertLess(waited, 3.0)
+
+    def test_longer_timeout_keeps_a_quiet_client(self):
+        c = self.client(self.d)
+        c.handshake(MODE_CLIENT, 1000, 1500)
+        c.send(tune(3000, 8000))
+        self.assertEqual(c.expect_welcome()["timeout_ms"], 8000)
+        c.expect_silence(2.5)  # past the old 1.5 s timeout: still open
+        c.roundtrip(9)
+
+    def test_tune_that_cannot_be_honoured_gets_close3(self):
+        c = self.client(self.d)
+        c.handshake(MODE_CLIENT, 2000, 6000)
+        c.send(tune(3000, 2000))
+        c.expect_close(rbtest.CLOSE_PROTOCOL)
+
+    def test_tune_of_wrong_length_gets_close3(self):
+        c = self.client(self.d)
+        c.handshake(MODE_CLIENT, 2000, 6000)
+        c.send(frame(rbtest.TUNE, b"\x00" * 7))
+        c.expect_close(rbtest.CLOSE_PROTOCOL)
+
+    def test_tune_as_first_frame_opens_with_defaults_then_tunes(self):
+        c = self.client(self.d)
+        c.send(tune(1000, 4000))
+        w = c.expect_welcome()
+        self.assertEqual((w["mode"], w["interval_ms"], w["timeout_ms"]), (MODE_CLIENT, 1000, 4000))
 
 
 class Frames(DaemonTestCase):

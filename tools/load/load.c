@@ -58,7 +58,7 @@
 #define DRAIN_PER_CONN_US 100ull
 #define BACKOFF_BASE_US   100000ull
 #define BACKOFF_CAP_US    5000000ull
-#define RXCAP             32u /* partial-frame bytes kept per connection (header + WELCOME fit) */
+#define RXCAP             24u /* split-frame bytes kept inline (header + WELCOME fit) */
 
 enum op {
     OP_SOCKET = 1,
@@ -102,10 +102,10 @@ struct lconn {
     uint8_t flags;
     uint8_t gen;
     uint8_t attempts;
-    uint8_t rx_len; /* bytes of the current partial frame held in rx */
-    uint8_t pad;
-    uint16_t skip; /* payload bytes of the current frame still to come */
+    uint8_t rx_len; /* bytes of a split frame held in rx (the engine's v1 decoder) */
+    uint8_t pad[3];
     uint8_t rx[RXCAP];
+    struct rb__v1_split *split; /* a longer split frame (rare: big DATA) */
 };
 _Static_assert(sizeof(struct lconn) == 64, "per-connection state must stay 64 bytes");
 
@@ -170,8 +170,8 @@ enum phase { PH_RUN = 0, PH_GRACE = 1, PH_STOP = 2 };
 
 struct load {
     const struct load_cfg *cfg;
-    struct timespec t0;
-    int phase; /* atomic enum phase */
+    uint64_t t0_ns; /* rb_clock_ns() at start */
+    int phase;      /* atomic enum phase */
     uint64_t interval_us;
     uint32_t slots_per_ring;
     bool linger_cmd; /* SO_LINGER / TCP_NODELAY via IORING_OP_URING_CMD */
@@ -187,10 +187,7 @@ void load_request_stop(void)
 
 static uint64_t now_us(const struct load *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)(ts.tv_sec - L->t0.tv_sec) * 1000000ull +
-           (uint64_t)((ts.tv_nsec - L->t0.tv_nsec) / 1000);
+    return (rb_clock_ns() - L->t0_ns) / 1000;
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -328,13 +325,11 @@ static uint32_t frame_hello(uint8_t *out, const struct load_cfg *cfg, uint32_t i
     return (uint32_t)rb__put_hello(out, &h);
 }
 
-/* A frame a server may send, with a length v1 allows: 0, or -EPROTO (a HELLO from a server too). */
-static int frame_hdr_ok(const uint8_t *hdr)
+static void rx_reset(struct lconn *c)
 {
-    struct rb__frame_hdr h;
-    if (rb__frame_check(hdr, UINT16_MAX, &h) < 0 || h.type == RB_FRAME_HELLO)
-        return -EPROTO;
-    return 0;
+    c->rx_len = 0;
+    free(c->split);
+    c->split = NULL;
 }
 
 /* ---- connection lifecycle ---- */
@@ -460,8 +455,7 @@ static void finish_close(struct lworker *w, struct lring *r, uint32_t slot, uint
     r->active--;
     c->gen++;
     c->flags &= (uint8_t)~CF_LIFETIME;
-    c->rx_len = 0;
-    c->skip = 0;
+    rx_reset(c);
     int phase = LD(&w->L->phase);
     if (cfg->reconnect && phase == PH_RUN && !(c->flags & CF_SILENT) && r->heap) {
         uint64_t d = BACKOFF_BASE_US << (c->attempts < 16 ? c->attempts : 16);
@@ -633,62 +627,49 @@ static void handle_frame(struct lworker *w, struct lring *r, uint32_t slot, uint
     }
 }
 
-/* Splits received bytes into frames; partial frames wait in the connection's rx. */
+struct feed_ctx {
+    struct lworker *w;
+    struct lring *r;
+    uint32_t slot;
+    uint64_t now;
+};
+
+static struct rb__v1_split **feed_slot(void *ctx, bool create)
+{
+    struct feed_ctx *f = ctx;
+    (void)create; /* the slot lives in the connection itself */
+    return &f->r->c[f->slot].split;
+}
+
+/* One frame from the server; stops the decoder (1) once the connection is closing. */
+static int feed_frame(void *ctx, const struct rb__frame_hdr *h, const uint8_t *payload)
+{
+    struct feed_ctx *f = ctx;
+    if (h->type == RB_FRAME_HELLO) { /* only clients send it */
+        protocol_error(f->w, f->r, f->slot, f->now);
+        return 1;
+    }
+    handle_frame(f->w, f->r, f->slot, h->type, payload, h->len, h->len, f->now);
+    uint8_t st = f->r->c[f->slot].state;
+    return st == CS_UP || st == CS_HELLO ? 0 : 1;
+}
+
+/* Splits received bytes into frames with the engine's own v1 decoder. */
 static void feed(struct lworker *w, struct lring *r, uint32_t slot, const uint8_t *d, uint32_t len,
                  uint64_t now)
 {
     struct lconn *c = &r->c[slot];
-    while (len > 0) {
-        if (c->state != CS_UP && c->state != CS_HELLO)
-            return; /* closed by an earlier frame of this buffer */
-        if (c->rx_len == 0 && len >= RB_FRAME_HEADER_LEN) {
-            /* fast path: a whole frame inside the buffer */
-            if (frame_hdr_ok(d) < 0) {
-                protocol_error(w, r, slot, now);
-                return;
-            }
-            uint32_t total = RB_FRAME_HEADER_LEN + rb__get_u16(d + 2);
-            if (len >= total) {
-                handle_frame(w, r, slot, d[0], d + RB_FRAME_HEADER_LEN, total - RB_FRAME_HEADER_LEN,
-                             total - RB_FRAME_HEADER_LEN, now);
-                d += total;
-                len -= total;
-                continue;
-            }
-        }
-        if (c->rx_len < RB_FRAME_HEADER_LEN) {
-            uint32_t n = RB_FRAME_HEADER_LEN - c->rx_len;
-            if (n > len)
-                n = len;
-            memcpy(c->rx + c->rx_len, d, n);
-            c->rx_len = (uint8_t)(c->rx_len + n);
-            d += n;
-            len -= n;
-            if (c->rx_len < RB_FRAME_HEADER_LEN)
-                return;
-            if (frame_hdr_ok(c->rx) < 0) {
-                protocol_error(w, r, slot, now);
-                return;
-            }
-            c->skip = rb__get_u16(c->rx + 2);
-        }
-        uint32_t take = c->skip < len ? c->skip : len;
-        uint32_t keep = RXCAP - c->rx_len;
-        if (keep > take)
-            keep = take;
-        memcpy(c->rx + c->rx_len, d, keep);
-        c->rx_len = (uint8_t)(c->rx_len + keep);
-        c->skip = (uint16_t)(c->skip - take);
-        d += take;
-        len -= take;
-        if (c->skip == 0) {
-            uint8_t type = c->rx[0];
-            uint32_t avail = c->rx_len - RB_FRAME_HEADER_LEN;
-            uint32_t plen = rb__get_u16(c->rx + 2);
-            c->rx_len = 0;
-            handle_frame(w, r, slot, type, c->rx + RB_FRAME_HEADER_LEN, avail, plen, now);
-        }
-    }
+    struct feed_ctx f = {.w = w, .r = r, .slot = slot, .now = now};
+    const struct rb__v1_rx rx = {.inl_len = &c->rx_len,
+                                 .inl = c->rx,
+                                 .inl_cap = RXCAP,
+                                 .max_frame = UINT16_MAX,
+                                 .slot = feed_slot,
+                                 .frame = feed_frame,
+                                 .ctx = &f};
+    int rc = rb__v1_feed(&rx, d, len);
+    if (rc < 0)
+        protocol_error(w, r, slot, now); /* a header v1 does not allow, or no memory */
 }
 
 static void send_hello(struct lworker *w, struct lring *r, uint32_t slot, uint64_t now)
@@ -748,8 +729,7 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
         }
         c->state = CS_HELLO;
         c->t_us = now;
-        c->rx_len = 0;
-        c->skip = 0;
+        rx_reset(c);
         send_hello(w, r, slot, now);
         arm_recv(w, r, slot);
         return;
@@ -1104,6 +1084,8 @@ static void ring_teardown(struct lring *r)
     if (r->br)
         munmap(r->br, r->br_bytes);
     free(r->bufs);
+    for (uint32_t i = 0; r->c && i < r->nslots; i++)
+        free(r->c[i].split);
     free(r->c);
     free(r->order);
     free(r->rearm);
@@ -1243,7 +1225,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         free(h_cur);
         return -ENOMEM;
     }
-    clock_gettime(CLOCK_MONOTONIC, &L.t0);
+    L.t0_ns = rb_clock_ns();
     int ret = 0;
     unsigned started = 0;
     for (unsigned i = 0; i < cfg->workers; i++)
@@ -1273,7 +1255,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
     }
     res->slots_per_ring = spr;
     /* rings are set up before the clock starts: the ramp is paced from here */
-    clock_gettime(CLOCK_MONOTONIC, &L.t0);
+    L.t0_ns = rb_clock_ns();
     for (unsigned i = 0; i < cfg->workers && ret == 0; i++) {
         ret = -pthread_create(&L.w[i].th, NULL, worker_main, &L.w[i]);
         if (ret == 0)

@@ -84,7 +84,8 @@ static int parse_pct(const char *s, double *out)
     return 0;
 }
 
-/* Appends A.B.C.D[-A.B.C.E | -E]:PORT to the target list. */
+/* Appends A.B.C.D[-A.B.C.E | -E]:PORT to the target list; the first address and the port go
+ * through the engine's one address parser. */
 static int parse_target(const char *s, struct sockaddr_in *list, unsigned *count)
 {
     char buf[128];
@@ -94,24 +95,32 @@ static int parse_target(const char *s, struct sockaddr_in *list, unsigned *count
     char *colon = strrchr(buf, ':');
     if (!colon)
         return -EINVAL;
-    *colon = '\0';
-    uint32_t port;
-    if (parse_u32(colon + 1, 1, 65535, &port) < 0)
-        return -EINVAL;
     char *dash = strchr(buf, '-');
-    if (dash)
-        *dash = '\0';
-    struct in_addr a, b;
-    if (inet_pton(AF_INET, buf, &a) != 1)
-        return -EINVAL;
-    b = a;
+    char last_s[INET_ADDRSTRLEN] = "";
     if (dash) {
-        if (strchr(dash + 1, '.')) {
-            if (inet_pton(AF_INET, dash + 1, &b) != 1)
+        size_t n = (size_t)(colon - dash - 1);
+        if (dash > colon || n == 0 || n >= sizeof(last_s))
+            return -EINVAL;
+        memcpy(last_s, dash + 1, n);
+        last_s[n] = '\0';
+        memmove(dash, colon, strlen(colon) + 1); /* "FIRST:PORT" */
+    }
+    struct sockaddr_storage ss;
+    socklen_t ss_len;
+    if (rb_parse_addr(buf, &ss, &ss_len) < 0 || ss.ss_family != AF_INET)
+        return -EINVAL;
+    const struct sockaddr_in *first = (const struct sockaddr_in *)&ss;
+    uint16_t port = ntohs(first->sin_port);
+    if (port == 0)
+        return -EINVAL;
+    struct in_addr a = first->sin_addr, b = a;
+    if (dash) {
+        if (strchr(last_s, '.')) {
+            if (inet_pton(AF_INET, last_s, &b) != 1)
                 return -EINVAL;
         } else {
             uint32_t last;
-            if (parse_u32(dash + 1, 0, 255, &last) < 0)
+            if (parse_u32(last_s, 0, 255, &last) < 0)
                 return -EINVAL;
             b.s_addr = htonl((ntohl(a.s_addr) & 0xffffff00u) | last);
         }
@@ -369,16 +378,12 @@ int main(int argc, char **argv)
             if (parse_u32(optarg, 1, 256, &cfg.workers) < 0)
                 return bad_flag("--workers", "expected 1..256");
             break;
-        case O_MODE:
-            if (strcmp(optarg, "server") == 0)
-                cfg.mode = RB_MODE_SERVER;
-            else if (strcmp(optarg, "client") == 0)
-                cfg.mode = RB_MODE_CLIENT;
-            else if (strcmp(optarg, "silent") == 0)
-                cfg.mode = RB_MODE_SILENT;
-            else
+        case O_MODE: {
+            enum rb_mode mode;
+            if (rb_parse_mode(optarg, &mode) < 0)
                 return bad_flag("--mode", "expected server, client or silent");
-            break;
+            cfg.mode = (uint8_t)mode;
+        } break;
         case O_INTERVAL:
             if (parse_duration_us(optarg, &us) < 0 || us / 1000 > UINT32_MAX ||
                 (us > 0 && us < 1000))

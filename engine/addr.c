@@ -1,0 +1,75 @@
+/* addr.c — the one parser of socket addresses and listener specs, shared by every tool. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringbeat.h"
+
+int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_len)
+{
+    if (!s || !out || !out_len)
+        return -EINVAL;
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon[1] < '0' || colon[1] > '9')
+        return -EINVAL;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (*end || port > 65535 || end - (colon + 1) > 5)
+        return -EINVAL;
+    size_t hlen = (size_t)(colon - s);
+    char host[INET6_ADDRSTRLEN + 2];
+    if (hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    memset(out, 0, sizeof(*out));
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+        host[hlen - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return -EINVAL;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *out_len = sizeof(*a6);
+        return 0;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    if (hlen == 0 || strcmp(host, "*") == 0)
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+        return -EINVAL;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *out_len = sizeof(*a4);
+    return 0;
+}
+
+/* Schemes this build serves; a listener names its protocol with one. */
+static const struct {
+    const char *scheme;
+    enum rb_protocol protocol;
+} schemes[] = {
+    {"tcp://", RB_PROTOCOL_V1},
+};
+
+int rb_parse_listen(const char *s, struct rb_listen_addr *out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->protocol = RB_PROTOCOL_V1;
+    const char *sep = strstr(s, "://");
+    if (sep) {
+        size_t i, n = (size_t)(sep - s) + 3;
+        for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+            if (strlen(schemes[i].scheme) == n && strncmp(s, schemes[i].scheme, n) == 0)
+                break;
+        if (i == sizeof(schemes) / sizeof(schemes[0]))
+            return -EPROTONOSUPPORT;
+        out->protocol = schemes[i].protocol;
+        s += n;
+    }
+    return rb_parse_addr(s, &out->addr, &out->addr_len);
+}

@@ -1,0 +1,176 @@
+/* live.c — liveness: the mark, the connection's one timer, PING points, pacing and tokens. */
+#include <stddef.h>
+#include <errno.h>
+
+#include "internal.h"
+
+/*
+ * Each connection carries a mark of weight ceil(timeout / interval) (capped at 7). Every interval
+ * that passes with nothing received (plus half an interval of grace for the answer to a PING)
+ * takes one unit off; while the weight is below full the connection is suspect, and at the
+ * timeout it is dead. Any complete frame restores the full weight (rb__live_touch).
+ *
+ * Nothing here does I/O: the loop acts on the verdicts (sends the PING, releases the dead), so
+ * this file is tested on a fake clock with no sockets (tests/test_live.c).
+ */
+unsigned rb__live_weight_max(const struct rb__conn *c)
+{
+    unsigned wmax = (c->timeout_ms + c->interval_ms - 1) / c->interval_ms;
+    return wmax > 7 ? 7 : (wmax ? wmax : 1);
+}
+
+void rb__live_set_mark(struct rb__worker *w, struct rb__conn *c, enum rb_liveness to,
+                       unsigned weight)
+{
+    enum rb_liveness from = rb__conn_liveness(c);
+    unsigned old_weight = rb__conn_weight(c);
+    if (from == to && old_weight == weight)
+        return;
+    RB__DEC(w, by_liveness[from]);
+    RB__INC(w, by_liveness[to]);
+    RB__DEC(w, by_weight[old_weight]);
+    RB__INC(w, by_weight[weight]);
+    c->state = (uint8_t)((c->state & 0x0c) | (unsigned)to | weight << 4);
+    if (from != to && w->e->cfg.cb.on_liveness)
+        w->e->cfg.cb.on_liveness(w->e, rb__conn_id(w, c), from, to, w->e->cfg.user);
+}
+
+void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline_ms64)
+{
+    uint32_t tick_ms = w->e->cfg.tick_ms;
+    /* Rounded up: a timer never fires before its deadline. */
+    rb__wheel_add(&w->wheel, &c->timer, (uint32_t)((deadline_ms64 + tick_ms - 1) / tick_ms));
+}
+
+/*
+ * Server mode spreads PINGs so that they never bunch: the first PING point is one interval plus a
+ * phase in [0, interval) derived from the connection's id, so a burst of arrivals does not ping
+ * in a burst one interval later; every later PING point gets a jitter in [0, interval / 16)
+ * derived from the id and the time of the last frame, so a stall that bunches answers together
+ * (a slow peer, an overloaded moment) is spread out again instead of repeating every interval.
+ * No PING ever goes out before a full interval of silence. Derived, not stored: the record
+ * stays 64 bytes, and the timer handler recomputes the same offset as the scheduler.
+ */
+static uint64_t ping_offset(struct rb__worker *w, const struct rb__conn *c)
+{
+    if (rb__conn_mode(c) != RB_MODE_SERVER)
+        return 0;
+    uint64_t h = (rb__conn_id(w, c) ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
+    if (c->flags & RB__CF_FIRST_PING)
+        return (h >> 32) % c->interval_ms;
+    h = (h ^ c->last_rx_ms) * 0xBF58476D1CE4E5B9ULL;
+    return (h >> 32) % (c->interval_ms / 16 + 1);
+}
+
+/*
+ * The next instant this connection needs attention, from last_rx alone: a PING point (server
+ * mode: every interval of silence, the first one shifted by the spread), the next step of the
+ * mark (half an interval after a PING point: the answer is overdue), or death at the timeout.
+ */
+void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
+{
+    int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
+    uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
+    uint64_t base = w->now_ms64 - idle;
+    uint64_t iv = c->interval_ms, first = iv + ping_offset(w, c), step_at = first + iv / 2;
+    uint64_t next = c->timeout_ms;
+    uint64_t step = idle < step_at ? step_at : step_at + ((idle - step_at) / iv + 1) * iv;
+    if (step < next)
+        next = step;
+    if (rb__conn_mode(c) == RB_MODE_SERVER) {
+        uint64_t ping = idle < first ? first : first + ((idle - first) / iv + 1) * iv;
+        if (ping < next)
+            next = ping;
+    }
+    rb__live_arm_at(w, c, base + next);
+}
+
+void rb__live_start(struct rb__worker *w, struct rb__conn *c)
+{
+    rb__wheel_del(&w->wheel, &c->timer);
+    if (rb__conn_mode(c) == RB_MODE_SERVER)
+        c->flags |= RB__CF_FIRST_PING;
+    else
+        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
+    rb__live_schedule(w, c);
+}
+
+enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c)
+{
+    bool held = c->flags & RB__CF_PING_HELD;
+    c->flags &= (uint8_t)~RB__CF_PING_HELD;
+    int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
+    uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
+    if (idle >= c->timeout_ms)
+        return RB__LIVE_DEAD;
+    uint64_t iv = c->interval_ms, grace = iv / 2, first = iv + ping_offset(w, c);
+    uint64_t missed = idle < first + grace ? 0 : 1 + (idle - first - grace) / iv;
+    unsigned wmax = rb__live_weight_max(c);
+    unsigned weight = missed >= wmax ? 1 : (unsigned)(wmax - missed);
+    rb__live_set_mark(w, c, missed ? RB_SUSPECT : RB_ALIVE, weight);
+    /* A PING is due in the first half of each interval of silence past the first PING point;
+     * a timer that fires in the second half is a step of the mark, not a PING point. */
+    if (rb__conn_mode(c) == RB_MODE_SERVER && idle >= first && (idle - first) % iv < grace) {
+        /*
+         * Paced: PINGs go out at most at twice this worker's average rate. A stall that bunched
+         * answers together would otherwise be pinged again in one burst an interval later, and
+         * near saturation the burst causes the next stall. Each PING takes a token; past the
+         * bucket, it reserves the place the refill will reach and its timer waits for exactly
+         * that, once (a timer re-fired every tick until a token is left turned a burst of
+         * 100,000s of due PINGs into millions of timer fires per second, which starved the
+         * loop: the 1M soak). It never waits past a quarter of the grace, so the peer keeps
+         * most of it to answer.
+         */
+        if (!held) {
+            w->ping_tokens -= 1;
+            if (w->ping_tokens < 0) {
+                uint64_t into = (idle - first) % iv;
+                double wait_ms = -w->ping_tokens / w->ping_per_ms;
+                if (into + wait_ms < grace / 4) {
+                    RB__INC(w, pings_deferred);
+                    c->flags |= RB__CF_PING_HELD;
+                    rb__live_arm_at(w, c, w->now_ms64 + (uint64_t)wait_ms + 1);
+                    return RB__LIVE_OK;
+                }
+            }
+        }
+        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
+        return RB__LIVE_PING;
+    }
+    rb__live_schedule(w, c);
+    return RB__LIVE_OK;
+}
+
+/* Twice the steady PING rate of this worker's connections (at the default interval), in a
+ * bucket that holds one tick's worth; below zero it counts the PINGs reserved ahead. */
+void rb__live_refill(struct rb__worker *w)
+{
+    double per_ms = 2.0 * (double)w->stats.conns / w->e->cfg.interval_ms;
+    double burst = per_ms * w->e->cfg.tick_ms;
+    if (per_ms < 0.1)
+        per_ms = 0.1;
+    if (burst < 16)
+        burst = 16;
+    w->ping_per_ms = per_ms;
+    w->ping_tokens += (double)(w->now_ms64 - w->ping_refill_ms) * per_ms;
+    w->ping_refill_ms = w->now_ms64;
+    if (w->ping_tokens > burst)
+        w->ping_tokens = burst;
+}
+
+uint64_t rb__live_token(const struct rb__worker *w, uint64_t id, uint64_t t_us)
+{
+    uint64_t h = (t_us ^ id ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 29;
+    return (t_us & 0xFFFFFFFFFFFFULL) << 16 | (h & 0xFFFF);
+}
+
+int rb__live_pong(struct rb__worker *w, struct rb__conn *c, uint64_t token, uint64_t now_us,
+                  uint64_t *rtt_us)
+{
+    uint64_t t_us = token >> 16;
+    if (rb__live_token(w, rb__conn_id(w, c), t_us) != token || t_us > now_us)
+        return -EINVAL;
+    *rtt_us = now_us - t_us;
+    return 0;
+}

@@ -1,0 +1,100 @@
+/* recv.c — receive: multishot recv on the ring's provided buffers, ENOBUFS re-arm in batches. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define RB__REARM_KEEP 1024u /* re-arm queue entries kept once the queue has drained */
+
+void rb__recv_arm(struct rb__worker *w, struct rb__conn *c)
+{
+    struct rb__ring *r = rb__conn_ring(w, c);
+    struct io_uring_sqe *sqe = rb__ring_sqe(w, r);
+    if (!sqe)
+        return;
+    io_uring_prep_recv_multishot(sqe, (int)c->slot, NULL, 0, 0);
+    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    sqe->buf_group = RB__BGID;
+    io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_RECV, rb__conn_id(w, c)));
+    c->flags |= RB__CF_RECV;
+}
+
+/* Waits for buffers to come back; re-armed in bounded batches, never all at once (an immediate
+ * re-arm of every connection that hit ENOBUFS is a storm of ENOBUFS completions). */
+static void rearm_queue(struct rb__worker *w, struct rb__ring *r, struct rb__conn *c, uint64_t id)
+{
+    RB__INC(w, enobufs);
+    if (r->rearm_len == r->rearm_cap && r->rearm_head) {
+        /* Compacted only when full: one move per cap entries served, not one per turn. */
+        r->rearm_len -= r->rearm_head;
+        memmove(r->rearm, r->rearm + r->rearm_head, r->rearm_len * sizeof(*r->rearm));
+        r->rearm_head = 0;
+    }
+    if (r->rearm_len == r->rearm_cap) {
+        uint32_t cap = r->rearm_cap ? r->rearm_cap * 2 : 256;
+        uint64_t *n = realloc(r->rearm, cap * sizeof(*n));
+        if (!n) {
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            return;
+        }
+        r->rearm = n;
+        r->rearm_cap = cap;
+    }
+    r->rearm[r->rearm_len++] = id;
+    c->flags |= RB__CF_REARM;
+}
+
+/*
+ * Bytes go to the connection's codec (the transport layer sits here); this file never sees a
+ * frame. IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
+ */
+void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe)
+{
+    uint64_t id = cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1);
+    struct rb__conn *c = rb__conn_lookup(w, id);
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (c && cqe->res > 0) {
+            RB__ADD(w, bytes_in, (uint64_t)cqe->res);
+            if (rb__conn_codec(w, c)->input(w, c, rb__bufring_addr(&r->bufs, bid),
+                                            (size_t)cqe->res) < 0)
+                c = NULL;
+        }
+        rb__bufring_recycle(&r->bufs, bid);
+    }
+    if (more || !c)
+        return;
+    c->flags &= (uint8_t)~RB__CF_RECV;
+    if (cqe->res == -ENOBUFS)
+        rearm_queue(w, r, c, id);
+    else if (cqe->res > 0)
+        rb__recv_arm(w, c); /* the kernel ended the multishot (e.g. CQ pressure): go on */
+    else if (cqe->res == 0)
+        rb__conn_release(w, c, RB_CLOSE_EOF, 0);
+    else
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+}
+
+void rb__recv_rearm(struct rb__worker *w, struct rb__ring *r)
+{
+    uint32_t budget = r->bufs.count / 2, i = r->rearm_head;
+    for (; i < r->rearm_len && budget; i++) {
+        struct rb__conn *c = rb__conn_lookup(w, r->rearm[i]);
+        if (!c)
+            continue;
+        c->flags &= (uint8_t)~RB__CF_REARM;
+        rb__recv_arm(w, c);
+        budget--;
+    }
+    r->rearm_head = i;
+    if (r->rearm_head == r->rearm_len) {
+        r->rearm_head = r->rearm_len = 0;
+        if (r->rearm_cap > RB__REARM_KEEP) { /* sized for a storm that is over */
+            free(r->rearm);
+            r->rearm = NULL;
+            r->rearm_cap = 0;
+        }
+    }
+}

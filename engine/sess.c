@@ -1,0 +1,197 @@
+/* sess.c — the session layer: what every protocol shares once its codec has parsed a frame. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "internal.h"
+
+int rb__sess_clamp(const struct rb_config *cfg, const struct rb__open_params *op,
+                   struct rb__welcome_info *out)
+{
+    uint32_t interval = cfg->interval_ms, timeout = cfg->timeout_ms;
+    if (op->interval_ms) {
+        interval = op->interval_ms;
+        if (interval < cfg->min_interval_ms)
+            interval = cfg->min_interval_ms;
+        if (interval > cfg->max_interval_ms)
+            interval = cfg->max_interval_ms;
+        timeout = interval > UINT32_MAX / 3 ? UINT32_MAX : interval * 3;
+    }
+    if (op->timeout_ms)
+        timeout = op->timeout_ms;
+    if (timeout > cfg->max_timeout_ms)
+        timeout = cfg->max_timeout_ms;
+    if (timeout <= interval)
+        return -EPROTO; /* a request we cannot honour */
+    out->mode = op->has_mode ? op->mode : cfg->mode;
+    out->interval_ms = interval;
+    out->timeout_ms = timeout;
+    return 0;
+}
+
+static int send_welcome(struct rb__worker *w, struct rb__conn *c, const struct rb__welcome_info *wi)
+{
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    uint64_t id = rb__conn_id(w, c);
+    uint8_t *out = rb__out_begin(w, c, codec->welcome_max);
+    if (!out)
+        return 0;
+    RB__INC(w, proto[rb__conn_protocol(w, c)].welcomes_out);
+    rb__out_end(w, c, out, codec->put_welcome(out, c, wi));
+    return rb__conn_lookup(w, id) ? 0 : -1;
+}
+
+/* Applies new liveness parameters; the socket's TCP_USER_TIMEOUT follows the timeout. */
+static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__welcome_info *wi)
+{
+    bool changed = wi->timeout_ms != c->timeout_ms;
+    bool restart = changed || wi->interval_ms != c->interval_ms || wi->mode != rb__conn_mode(c);
+    c->interval_ms = wi->interval_ms;
+    c->timeout_ms = wi->timeout_ms;
+    rb__conn_set_mode(c, wi->mode);
+    rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
+    if (changed) {
+        /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another.
+         * The arena is byte-granular, so the value is copied in (no aligned store). */
+        uint8_t *val = rb__out_alloc(w, sizeof(uint32_t));
+        struct io_uring_sqe *sqe;
+        if (val && (sqe = rb__ring_sqe(w, rb__conn_ring(w, c)))) {
+            memcpy(val, &wi->timeout_ms, sizeof(wi->timeout_ms));
+            rb__prep_setsockopt_direct(sqe, c->slot, IPPROTO_TCP, TCP_USER_TIMEOUT, val,
+                                       sizeof(wi->timeout_ms));
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_NONE, 0));
+        }
+    }
+    if (restart)
+        rb__live_start(w, c);
+}
+
+int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__open_params *op,
+                  bool welcome)
+{
+    struct rb__welcome_info wi;
+    if (rb__sess_clamp(&w->e->cfg, op, &wi) < 0)
+        return -EPROTO;
+    uint64_t id = wi.conn_id = rb__conn_id(w, c);
+    apply(w, c, &wi);
+    if (welcome && send_welcome(w, c, &wi) < 0)
+        return -1;
+    c->flags |= RB__CF_OPEN;
+    RB__INC(w, proto[rb__conn_protocol(w, c)].opened);
+    const struct rb_callbacks *cb = &w->e->cfg.cb;
+    if (!cb->on_open)
+        return 0;
+    struct rb_conn_info info = {.id = id,
+                                .worker = w->index,
+                                .listener = c->listener,
+                                .protocol = rb__conn_protocol(w, c),
+                                .mode = wi.mode,
+                                .interval_ms = wi.interval_ms,
+                                .timeout_ms = wi.timeout_ms,
+                                .client_id = (const char *)op->client_id,
+                                .client_id_len = op->client_id_len};
+    info.peer.ss_family = AF_UNSPEC;
+    if (c->ext && c->ext->have_peer) {
+        info.peer = c->ext->peer;
+        c->ext->have_peer = false;
+        rb__conn_ext_trim(c);
+    }
+    cb->on_open(w->e, &info, w->e->cfg.user);
+    return rb__conn_lookup(w, id) ? 0 : -1;
+}
+
+int rb__sess_tune(struct rb__worker *w, struct rb__conn *c, const struct rb__open_params *op)
+{
+    struct rb__welcome_info wi;
+    if (rb__sess_clamp(&w->e->cfg, op, &wi) < 0)
+        return -EPROTO;
+    wi.mode = rb__conn_mode(c); /* a TUNE changes the timing, never the scheme */
+    wi.conn_id = rb__conn_id(w, c);
+    apply(w, c, &wi);
+    return send_welcome(w, c, &wi);
+}
+
+static int send_control(struct rb__worker *w, struct rb__conn *c, bool pong, const uint8_t *payload,
+                        uint32_t len)
+{
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    uint64_t id = rb__conn_id(w, c);
+    uint8_t *out = rb__out_begin(w, c, codec->control_max);
+    if (!out)
+        return 0;
+    enum rb_protocol p = rb__conn_protocol(w, c);
+    if (pong)
+        RB__INC(w, proto[p].pongs_out);
+    else
+        RB__INC(w, proto[p].pings_out);
+    rb__out_end(w, c, out, codec->put_ping(out, pong, payload, len));
+    return rb__conn_lookup(w, id) ? 0 : -1;
+}
+
+int rb__sess_ping(struct rb__worker *w, struct rb__conn *c, const uint8_t *payload, uint32_t len)
+{
+    RB__INC(w, proto[rb__conn_protocol(w, c)].pings_in);
+    if (rb__conn_mode(c) == RB_MODE_SILENT)
+        return 0;
+    return send_control(w, c, true, payload, len);
+}
+
+int rb__sess_send_ping(struct rb__worker *w, struct rb__conn *c)
+{
+    uint8_t token[RB__PING_LEN];
+    uint64_t t = rb__live_token(w, rb__conn_id(w, c), rb__worker_now_us(w));
+    for (int i = 0; i < RB__PING_LEN; i++)
+        token[i] = (uint8_t)(t >> (56 - 8 * i));
+    return send_control(w, c, false, token, sizeof(token));
+}
+
+int rb__sess_pong(struct rb__worker *w, struct rb__conn *c, const uint8_t *payload, uint32_t len)
+{
+    uint64_t rtt_us;
+    RB__INC(w, proto[rb__conn_protocol(w, c)].pongs_in);
+    if (len != RB__PING_LEN ||
+        rb__live_pong(w, c, rb__get_u64(payload), rb__worker_now_us(w), &rtt_us) < 0) {
+        RB__INC(w, pong_unmatched); /* an unsolicited pong is still a sign of life */
+        return 0;
+    }
+    rb__hist_add(&w->stats.rtt_us, rb_rtt_bounds_us, rtt_us);
+    return 0;
+}
+
+int rb__sess_send(struct rb__worker *w, struct rb__conn *c, enum rb_data_kind kind,
+                  const void *data, size_t len)
+{
+    if (len > w->e->cfg.max_frame)
+        return -EMSGSIZE;
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    uint8_t *out = rb__out_begin(w, c, codec->data_overhead + (uint32_t)len);
+    if (!out)
+        return -ENOMEM;
+    RB__INC(w, proto[rb__conn_protocol(w, c)].data_out);
+    rb__out_end(w, c, out, codec->put_data(out, kind, data, (uint32_t)len));
+    return 0;
+}
+
+int rb__sess_data(struct rb__worker *w, struct rb__conn *c, enum rb_data_kind kind,
+                  const uint8_t *p, size_t len)
+{
+    uint64_t id = rb__conn_id(w, c);
+    RB__INC(w, proto[rb__conn_protocol(w, c)].data_in);
+    const struct rb_config *cfg = &w->e->cfg;
+    if (cfg->cb.on_data)
+        cfg->cb.on_data(w->e, id, kind, p, len, cfg->user);
+    else if (cfg->echo_data)
+        rb__sess_send(w, c, kind, p, len);
+    else
+        return 0;
+    return rb__conn_lookup(w, id) ? 0 : -1;
+}
+
+int rb__sess_fail(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code)
+{
+    rb__conn_release(w, c, reason, peer_code);
+    return -1;
+}

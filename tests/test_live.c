@@ -1,0 +1,251 @@
+/* test_live.c — the liveness logic (engine/live.c) on a fake clock, with no sockets: the mark,
+ * PING points, death at the timeout, pacing and tokens, with the wheel checked after every step. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+#define TICK_MS 10
+#define NCONN   1000
+
+struct fx {
+    struct rb_engine e;
+    struct rb__ring ring;
+    struct rb__worker *w;
+    struct rb__conn *c; /* NCONN records */
+    uint64_t pings[NCONN][8];
+    unsigned npings[NCONN];
+    uint64_t dead_ms[NCONN];
+    unsigned transitions; /* on_liveness calls */
+    enum rb_liveness last_to;
+};
+
+static void cb_liveness(struct rb_engine *e, uint64_t id, enum rb_liveness from,
+                        enum rb_liveness to, void *user)
+{
+    (void)e, (void)id, (void)from;
+    struct fx *f = user;
+    f->transitions++;
+    f->last_to = to;
+}
+
+static struct fx *fx_new(enum rb_mode mode, uint32_t interval_ms, uint32_t timeout_ms)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    memset(&f->e.cfg, 0, sizeof(f->e.cfg)); /* live.c reads only what is set below */
+    f->e.cfg.tick_ms = TICK_MS;
+    f->e.cfg.interval_ms = interval_ms;
+    f->e.cfg.timeout_ms = timeout_ms;
+    f->e.cfg.cb.on_liveness = cb_liveness;
+    f->e.cfg.user = f;
+    f->e.token_key = 0x1234567890abcdefULL;
+    f->w = calloc(1, sizeof(*f->w));
+    f->w->e = &f->e;
+    f->w->rings = &f->ring;
+    f->w->nrings = 1;
+    f->ring.w = f->w;
+    f->w->now_ms64 = 1000; /* the engine clock never starts at 0 */
+    f->w->now_ms = 1000;
+    f->w->ping_refill_ms = f->w->now_ms64;
+    rb__wheel_init(&f->w->wheel, (uint32_t)(f->w->now_ms64 / TICK_MS));
+    f->c = calloc(NCONN, sizeof(*f->c));
+    for (unsigned i = 0; i < NCONN; i++) {
+        struct rb__conn *c = &f->c[i];
+        rb__timer_init(&c->timer);
+        c->gen = 1;
+        c->slot = i;
+        c->interval_ms = interval_ms;
+        c->timeout_ms = timeout_ms;
+        c->last_rx_ms = f->w->now_ms + 1;
+        rb__conn_set_mode(c, mode);
+        c->state = (uint8_t)((c->state & 0x0c) | RB_ALIVE | rb__live_weight_max(c) << 4);
+    }
+    return f;
+}
+
+static void fx_free(struct fx *f)
+{
+    free(f->c);
+    free(f->w);
+    free(f);
+}
+
+/* One loop turn at `now`: the timers that are due, handled as the loop does (PING, dead). */
+static void turn(struct fx *f, uint64_t now)
+{
+    struct rb__worker *w = f->w;
+    w->now_ms64 = now;
+    w->now_ms = (uint32_t)now;
+    rb__live_refill(w);
+    rb__wheel_update(&w->wheel, (uint32_t)(now / TICK_MS));
+    struct rb__timer *t;
+    while ((t = rb__wheel_get(&w->wheel))) {
+        struct rb__conn *c =
+            (struct rb__conn *)(void *)((char *)t - offsetof(struct rb__conn, timer));
+        unsigned i = (unsigned)(c - f->c);
+        switch (rb__live_timer(w, c)) {
+        case RB__LIVE_PING:
+            if (f->npings[i] < 8)
+                f->pings[i][f->npings[i]] = now;
+            f->npings[i]++;
+            rb__live_schedule(w, c);
+            break;
+        case RB__LIVE_DEAD:
+            f->dead_ms[i] = now;
+            break;
+        case RB__LIVE_OK:
+            break;
+        }
+    }
+    assert_int_equal(rb__wheel_check(&w->wheel), 0);
+}
+
+static void run_until(struct fx *f, uint64_t end_ms)
+{
+    for (uint64_t t = f->w->now_ms64 + 1; t <= end_ms; t++)
+        turn(f, t);
+}
+
+/* Server mode, a peer that never answers: first PING one interval plus its phase after the
+ * last frame, then every interval (plus jitter); suspect once an answer is overdue; dead at
+ * the timeout, within one tick. */
+static void test_server_mode_silent_peer(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    uint64_t start = f->w->now_ms64 + 1; /* last_rx, rounded up */
+    rb__live_start(f->w, c);
+    assert_true(c->flags & RB__CF_FIRST_PING);
+    run_until(f, start + 3000 + 2 * TICK_MS);
+    assert_true(f->npings[0] >= 2);
+    uint64_t first = f->pings[0][0];
+    assert_true(first >= start + 1000 && first < start + 2000 + TICK_MS); /* phase in [0, 1000) */
+    for (unsigned k = 1; k < f->npings[0] && k < 8; k++) {
+        uint64_t gap = f->pings[0][k] - f->pings[0][k - 1];
+        assert_true(gap >= 1000 - TICK_MS && gap <= 1000 + 1000 / 16 + TICK_MS);
+    }
+    assert_false(c->flags & RB__CF_FIRST_PING);
+    assert_int_equal(rb__conn_liveness(c), RB_SUSPECT);
+    assert_true(f->transitions >= 1);
+    assert_int_not_equal(f->dead_ms[0], 0);
+    assert_true(f->dead_ms[0] >= start + 3000);          /* never early */
+    assert_true(f->dead_ms[0] < start + 3000 + TICK_MS); /* within the tick */
+    fx_free(f);
+}
+
+/* A frame restores the mark at once and postpones everything, without touching the timer. */
+static void test_touch_restores_and_postpones(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_CLIENT, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    rb__live_start(f->w, c);
+    run_until(f, 2700); /* 1.5 intervals past the last frame: suspect */
+    assert_int_equal(rb__conn_liveness(c), RB_SUSPECT);
+    assert_int_equal(f->last_to, RB_SUSPECT);
+    rb__live_touch(f->w, c);
+    assert_int_equal(rb__conn_liveness(c), RB_ALIVE);
+    assert_int_equal(f->last_to, RB_ALIVE);
+    assert_int_equal(rb__conn_weight(c), rb__live_weight_max(c));
+    uint64_t touched = f->w->now_ms64 + 1;
+    run_until(f, touched + 3000 + 2 * TICK_MS);
+    assert_int_equal(f->npings[0], 0); /* client mode: the server never pings */
+    assert_true(f->dead_ms[0] >= touched + 3000 && f->dead_ms[0] < touched + 3000 + TICK_MS);
+    fx_free(f);
+}
+
+/* Weights step down one per interval without a frame: 3 -> 2 -> 1, then dead. */
+static void test_mark_decays_in_steps(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_CLIENT, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    uint64_t start = f->w->now_ms64 + 1;
+    rb__live_start(f->w, c);
+    assert_int_equal(rb__conn_weight(c), 3);
+    run_until(f, start + 1499);
+    assert_int_equal(rb__conn_weight(c), 3);
+    run_until(f, start + 1500 + TICK_MS);
+    assert_int_equal(rb__conn_weight(c), 2);
+    assert_int_equal(rb__conn_liveness(c), RB_SUSPECT);
+    run_until(f, start + 2500 + TICK_MS);
+    assert_int_equal(rb__conn_weight(c), 1);
+    assert_int_equal(f->dead_ms[0], 0);
+    run_until(f, start + 3000 + TICK_MS);
+    assert_int_not_equal(f->dead_ms[0], 0);
+    fx_free(f);
+}
+
+/*
+ * Pacing: a thousand connections whose PINGs fall due within the same 63 ms (the jitter range).
+ * PINGs past the bucket reserve a place at twice the average rate and fire once there; a PING
+ * whose place lies beyond a quarter of the grace goes at once (the debt stays). So the held ones
+ * trickle out at the paced rate after the burst, none waits past that quarter, none goes twice.
+ */
+static void test_pacing_spreads_a_burst(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    f->w->stats.conns = NCONN; /* the rate pacing allows: 2 x 1000 / 1000 ms = 2 per ms */
+    for (unsigned i = 0; i < NCONN; i++) {
+        /* Past the first PING: every later PING point has the same small jitter range. */
+        f->c[i].flags &= (uint8_t)~RB__CF_FIRST_PING;
+        rb__live_schedule(f->w, &f->c[i]);
+    }
+    run_until(f, 1000 + 1000 + 1000 / 16 + 200);
+    uint64_t last_due = 1001 + 1000 + 1000 / 16; /* last_rx + interval + the largest jitter */
+    unsigned after = 0;
+    for (unsigned i = 0; i < NCONN; i++) {
+        assert_int_equal(f->npings[i], 1); /* one PING each: a held PING is not sent twice */
+        /* Nobody waits past a quarter of the grace (125 ms) beyond the last PING point. */
+        assert_true(f->pings[i][0] <= last_due + 125 + TICK_MS);
+        after += f->pings[i][0] > last_due + TICK_MS;
+    }
+    assert_true(f->w->stats.pings_deferred >= after);
+    assert_true(after > 100); /* the burst was really held back, not sent at once */
+    /* Once no PING point is left, the held ones go out at the paced rate: 2 per ms. */
+    for (uint64_t t0 = last_due + TICK_MS; t0 < last_due + 125; t0 += TICK_MS) {
+        unsigned in_window = 0;
+        for (unsigned i = 0; i < NCONN; i++)
+            if (f->pings[i][0] >= t0 && f->pings[i][0] < t0 + TICK_MS)
+                in_window++;
+        assert_true(in_window <= 2 * TICK_MS + 1);
+    }
+    fx_free(f);
+}
+
+static void test_tokens(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    struct rb__conn *c = &f->c[5];
+    uint64_t id = rb__conn_id(f->w, c);
+    uint64_t t = rb__live_token(f->w, id, 123456789);
+    uint64_t rtt;
+    assert_int_equal(rb__live_pong(f->w, c, t, 123456789 + 250, &rtt), 0);
+    assert_int_equal(rtt, 250);
+    assert_int_equal(rb__live_pong(f->w, c, t ^ 1, 123456789 + 250, &rtt), -EINVAL); /* forged */
+    assert_int_equal(rb__live_pong(f->w, &f->c[6], t, 123456789 + 250, &rtt), -EINVAL);
+    assert_int_equal(rb__live_pong(f->w, c, t, 123456789 - 1, &rtt), -EINVAL); /* future */
+    fx_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_server_mode_silent_peer),
+        cmocka_unit_test(test_touch_restores_and_postpones),
+        cmocka_unit_test(test_mark_decays_in_steps),
+        cmocka_unit_test(test_pacing_spreads_a_burst),
+        cmocka_unit_test(test_tokens),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
