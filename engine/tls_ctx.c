@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "tls_int.h"
 
@@ -167,8 +168,12 @@ static int build(struct rb_tls_ctx *ctx, const char *cert, const char *key, SSL_
     rc = -EIO;
     if (SSL_CTX_use_certificate_chain_file(c, cert) != 1)
         goto out;
-    if (SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM) != 1)
+    if (SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM) != 1) {
+        int reason = ERR_GET_REASON(ERR_peek_last_error());
+        if (reason == X509_R_KEY_VALUES_MISMATCH || reason == X509_R_KEY_TYPE_MISMATCH)
+            rc = -EKEYREJECTED;
         goto out;
+    }
     rc = -EKEYREJECTED;
     if (SSL_CTX_check_private_key(c) != 1)
         goto out;

@@ -147,8 +147,10 @@ void rb_tls_hs_free(struct rb_tls_hs *hs)
         return;
     if (hs->ssl) {
         SSL_set_app_data(hs->ssl, NULL);
-        /* Not a "bad" session for OpenSSL: freeing without a shutdown must not void tickets. */
-        SSL_set_quiet_shutdown(hs->ssl, 1);
+        /* A finished handshake is not a "bad" session for OpenSSL: freeing it without a
+         * shutdown would otherwise mark the session not resumable. */
+        if (hs->state == HS_DONE)
+            SSL_set_shutdown(hs->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(hs->ssl);
     }
     OPENSSL_cleanse(hs, sizeof(*hs));
