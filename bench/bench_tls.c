@@ -92,6 +92,42 @@ static long allocated_bytes(void)
     return -1;
 }
 
+/* With BENCH_TLS_DEBUG set: where the memory is, as jemalloc sees it. */
+static void je_stats(const char *label)
+{
+#ifdef RB_HAVE_JEMALLOC
+    if (!getenv("BENCH_TLS_DEBUG"))
+        return;
+    static const char *const names[] = {"stats.allocated", "stats.active", "stats.metadata",
+                                        "stats.resident", "stats.mapped"};
+    uint64_t epoch = 1;
+    size_t sz = sizeof(epoch);
+    mallctl("epoch", &epoch, &sz, &epoch, sz);
+    fprintf(stderr, "%-8s rss %ld", label, rss_bytes());
+    for (int i = 0; i < 5; i++) {
+        size_t v = 0, vsz = sizeof(v);
+        mallctl(names[i], &v, &vsz, NULL, 0);
+        fprintf(stderr, " %s %zu", names[i] + 6, v);
+    }
+    fprintf(stderr, "\n");
+#else
+    (void)label;
+#endif
+}
+
+/* Bytes this thread has malloc'd so far (cumulative): a hot path must not move it. */
+static uint64_t thread_allocated(void)
+{
+#ifdef RB_HAVE_JEMALLOC
+    uint64_t v = 0;
+    size_t sz = sizeof(v);
+    if (mallctl("thread.allocated", &v, &sz, NULL, 0) == 0)
+        return v;
+#endif
+    return 0;
+}
+static uint64_t LOOP_ALLOC; /* bytes allocated inside the last timed record loop */
+
 static void die(const char *what)
 {
     fprintf(stderr, "bench_tls: %s\n", what);
@@ -323,6 +359,7 @@ static double records_12(size_t n, size_t reps)
         SSL_write(cl[i % n].ssl, "heartbeat-12", 12);
         req_len[i] = BIO_read(cl[i % n].wbio, req + i * REC12_MAX, REC12_MAX);
     }
+    uint64_t m0 = thread_allocated();
     double t0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     for (size_t i = 0; i < total; i++) {
         uint8_t buf[64];
@@ -333,6 +370,7 @@ static double records_12(size_t n, size_t reps)
         resp_len[i] = (int)rb_tls_hs_take_out(h, resp + i * REC12_MAX, REC12_MAX);
     }
     double dt = now_s(CLOCK_PROCESS_CPUTIME_ID) - t0;
+    LOOP_ALLOC = (thread_allocated() - m0) / total;
     for (size_t i = 0; i < total; i++) {
         uint8_t buf[64];
         BIO_write(cl[i % n].rbio, resp + i * REC12_MAX, resp_len[i]);
@@ -358,6 +396,7 @@ static double records_ours(struct rb_tls_conn **conns, struct rb_tls_conn *mirro
         if (rb_tls_seal(m, S, req + i * REC_LEN, 12) != REC_LEN)
             die("seal request");
     }
+    uint64_t m0 = thread_allocated();
     double t0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     for (size_t i = 0; i < total; i++) {
         struct rb_tls_opened o;
@@ -368,6 +407,7 @@ static double records_ours(struct rb_tls_conn **conns, struct rb_tls_conn *mirro
         rb_tls_seal(conns[i % n], S, a, 12);
     }
     double dt = now_s(CLOCK_PROCESS_CPUTIME_ID) - t0;
+    LOOP_ALLOC = (thread_allocated() - m0) / total;
     for (size_t i = 0; i < total; i++) {
         struct rb_tls_opened o;
         if (rb_tls_open(&mirrors[i % n], S, resp + i * REC_LEN, REC_LEN, &o) != RB_TLS_DATA ||
@@ -386,6 +426,7 @@ static double records_openssl(SSL **ssls, struct rb_tls_conn *mirrors, size_t n,
         if (rb_tls_seal(&mirrors[i % n], S, req + i * REC_LEN, 12) != REC_LEN)
             die("seal request");
     }
+    uint64_t m0 = thread_allocated();
     double t0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     for (size_t i = 0; i < total; i++) {
         SSL *s = ssls[i % n];
@@ -396,6 +437,7 @@ static double records_openssl(SSL **ssls, struct rb_tls_conn *mirrors, size_t n,
             die("openssl record");
     }
     double dt = now_s(CLOCK_PROCESS_CPUTIME_ID) - t0;
+    LOOP_ALLOC = (thread_allocated() - m0) / total;
     for (size_t i = 0; i < total; i++) {
         struct rb_tls_opened o;
         if (rb_tls_open(&mirrors[i % n], S, resp + i * REC_LEN, REC_LEN, &o) != RB_TLS_DATA ||
@@ -479,11 +521,13 @@ int main(int argc, char **argv)
     uint8_t *req = malloc(rec_n * REC_LEN), *resp = malloc(rec_n * REC_LEN);
     if (!mir_a || !mir_b || !ssls || !hs12 || !conns || !req || !resp)
         die("out of memory");
-    /* touched now, so that their pages are not counted in the deltas below */
-    memset(req, 0, rec_n * REC_LEN), memset(resp, 0, rec_n * REC_LEN);
-    memset(mir_a, 0, n * sizeof(*mir_a)), memset(mir_b, 0, n * sizeof(*mir_b));
-    memset(ssls, 0, n * sizeof(*ssls)), memset(conns, 0, n * sizeof(*conns));
-    memset(hs12, 0, n * sizeof(*hs12));
+    /* Touched now, so that their pages are not counted in the deltas below (with a non-zero
+     * byte: the compiler drops a memset to 0 of calloc'd memory, or turns malloc+memset into
+     * calloc, and the pages would stay untouched). */
+    memset(req, 1, rec_n * REC_LEN), memset(resp, 1, rec_n * REC_LEN);
+    memset(mir_a, 1, n * sizeof(*mir_a)), memset(mir_b, 1, n * sizeof(*mir_b));
+    memset(ssls, 1, n * sizeof(*ssls)), memset(conns, 1, n * sizeof(*conns));
+    memset(hs12, 1, n * sizeof(*hs12));
     double dummy = 0;
     /* warm up both paths (first-use allocations inside OpenSSL) */
 #ifdef RB_HAVE_JEMALLOC
@@ -498,14 +542,17 @@ int main(int argc, char **argv)
     printf("bench_tls: %zu idle TLS 1.3 connections (TLS_AES_128_GCM_SHA256, P-256 cert), "
            "OpenSSL %s\n",
            n, OpenSSL_version(OPENSSL_VERSION_STRING));
+    je_stats("start");
     long r0 = rss_bytes(), a0 = allocated_bytes();
     double t0 = now_s(CLOCK_MONOTONIC);
     for (size_t i = 0; i < n; i++)
         ssls[i] = handshake_openssl(&mir_a[i], NULL, NULL, &dummy);
+    je_stats("(a)");
     long r1 = rss_bytes(), a1 = allocated_bytes();
     double t1 = now_s(CLOCK_MONOTONIC);
     for (size_t i = 0; i < n; i++)
         conns[i] = handshake_ours(&mir_b[i], NULL, NULL, &dummy);
+    je_stats("(b)");
     long r2 = rss_bytes(), a2 = allocated_bytes();
     double t2 = now_s(CLOCK_MONOTONIC);
     for (size_t i = 0; i < n; i++)
@@ -525,9 +572,11 @@ int main(int argc, char **argv)
 
     printf("server CPU per 12-byte heartbeat record (open the request + seal the answer)\n");
     double oa = records_openssl(ssls, mir_a, n, reps, req, resp);
+    uint64_t alloc_a = LOOP_ALLOC;
     double ob = records_ours(conns, mir_b, n, reps, req, resp);
-    printf("  round robin over %zu connections: (a) OpenSSL %.0f ns  (b) ours %.0f ns\n", n,
-           oa * 1e9, ob * 1e9);
+    printf("  round robin over %zu connections: (a) OpenSSL %.0f ns  (b) ours %.0f ns"
+           "  (malloc'd per record: (a) %llu B, (b) %llu B)\n",
+           n, oa * 1e9, ob * 1e9, (unsigned long long)alloc_a, (unsigned long long)LOOP_ALLOC);
     oa = records_openssl(ssls, mir_a, 1, rec_n, req, resp);
     ob = records_ours(conns, mir_b, 1, rec_n, req, resp);
     printf("  one connection, %zu records:     (a) OpenSSL %.0f ns  (b) ours %.0f ns\n", rec_n,
