@@ -1,5 +1,4 @@
-/* tls.h — TLS for the engine: per-engine context, per-connection handshake, TLS 1.3 record layer.
- */
+/* tls.h — TLS for the engine: per-engine context, per-connection handshake, TLS 1.3 records. */
 #ifndef RB_TLS_H
 #define RB_TLS_H
 

@@ -1,5 +1,4 @@
-/* tls_record.c — the TLS 1.3 record layer (RFC 8446 section 5) in user space, after the handshake.
- */
+/* tls_record.c — the TLS 1.3 record layer (RFC 8446 section 5) in user space, after handshakes. */
 
 /*
  * Why this exists: an established TLS 1.3 connection needs only its two traffic secrets, keys,

@@ -1,5 +1,4 @@
-/* test_tls_hs.c — the handshake driver and context against OpenSSL: bad peers, resumption, 1.2,
- * reload. */
+/* test_tls_hs.c — handshake driver and context vs OpenSSL: bad peers, resumption, 1.2, reload. */
 #include "tls_peer.h"
 
 static void test_bad_peers(void **state)

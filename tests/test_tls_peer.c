@@ -1,5 +1,4 @@
-/* test_tls_peer.c — the TLS 1.3 record layer against OpenSSL as the peer: sizes, splits, KeyUpdate,
- * close. */
+/* test_tls_peer.c — the TLS 1.3 record layer against OpenSSL: every size and split, KeyUpdate. */
 #include "tls_peer.h"
 
 static void test_every_size_every_suite(void **state)

@@ -1,5 +1,4 @@
-/* fuzz_tls_record.c — libFuzzer target: the TLS 1.3 record opener on valid, crafted and broken
- * streams. */
+/* fuzz_tls_record.c — libFuzzer target: the TLS 1.3 record opener on valid and broken streams. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
