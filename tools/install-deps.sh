@@ -7,5 +7,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   build-essential g++ clang libclang-rt-14-dev cmake pkg-config ca-certificates \
-  liburing-dev libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev \
+  liburing-dev libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev libmicrohttpd-dev \
   python3 gnuplot-nox iproute2 iptables systemd procps
