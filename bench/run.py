@@ -13,6 +13,11 @@ Each run starts the server (pinned to one core with taskset), waits for its `lis
 starts ringbeat-load (pinned to the other core), samples the server's VmRSS and utime+stime and the
 system's Slab once a second, and stops everything by itself (bounded by a deadline; Ctrl-C or
 SIGTERM kill the children). Results: results/<scenario>-<timestamp>.json and a .png per run.
+
+RTT and detection lateness come from ringbeatd's own histograms, scraped from its /metrics (run.py
+adds --metrics 127.0.0.1:0) with every sample: percentiles are computed per sampling window (the
+difference of two consecutive cumulative scrapes), so a slow ramp does not hide the steady state;
+the cumulative figure since the server started is kept as one labelled "whole run" line.
 """
 
 import argparse
@@ -29,6 +34,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from histwin import Scraper, window_figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -168,6 +175,7 @@ class LineReader(threading.Thread):
         self.keep = keep_lines
         self.listening = threading.Event()
         self.addr = None
+        self.metrics_addr = None  # ringbeatd's "metrics_listening addr=..." line
         self.lock = threading.Lock()
         self.last_stats = {}
 
@@ -187,6 +195,8 @@ class LineReader(threading.Thread):
                     if " listening " in f" {line} " and self.addr is None:
                         self.addr = kv_addr
                         self.listening.set()
+                    elif " metrics_listening " in f" {line} " and self.metrics_addr is None:
+                        self.metrics_addr = kv_addr
             with self.lock:
                 self.lines.append(line)
                 if len(self.lines) > self.keep:
@@ -240,6 +250,13 @@ def pick_port(base):
     raise RuntimeError(f"no free port in {base}..{base + 200}")
 
 
+def with_metrics(cmd, kind):
+    """ringbeatd gets --metrics on a free loopback port unless the caller gave one."""
+    if kind != "ringbeatd" or any(a == "--metrics" or a.startswith("--metrics=") for a in cmd):
+        return cmd
+    return cmd + ["--metrics", "127.0.0.1:0"]
+
+
 def server_cmd(kind, a, port):
     interval = fmt_duration(a.interval_s)
     if kind == "ringbeatd":
@@ -286,7 +303,7 @@ def run_one(a, kind, label, outdir, stamp):
     base = os.path.join(outdir, f"{a.scenario}-{stamp}-{label}")
     load_json = base + "-load.json"
     t0 = time.time()
-    scmd = server_cmd(kind, a, port)
+    scmd = with_metrics(server_cmd(kind, a, port), kind)
     log(f"{label}: server: {' '.join(scmd)} (cpus {a.server_cpus})")
     srv = spawn(scmd, a.server_cpus)
     srv_err = LineReader(srv.stderr, t0)
@@ -303,7 +320,9 @@ def run_one(a, kind, label, outdir, stamp):
         log(f"{label}: warning: load average {load0:.1f} on {os.cpu_count()} cpus before the run: "
             "other processes compete with the server and the load (figures will be noisy)")
 
-    samples = []  # per second: t, conns, hb_s, rtt_p99_us, rss, cpu_s, slab
+    samples = []  # per second: t, conns, hb_s, rtt_p99_us, rss, cpu_s, slab, w (window figures)
+    scraper = Scraper(srv_err)
+    scraper.sample()  # the baseline: the first window starts here
     lcmd = load_cmd(a, port, load_json)
     log(f"{label}: load: {' '.join(lcmd)} (cpus {a.load_cpus})")
     t_load = time.time() - t0
@@ -351,11 +370,12 @@ def run_one(a, kind, label, outdir, stamp):
         rtt = load_err.last("rtt_p99") if a.mode_now == "client" else None
         if not rtt:
             rtt = srv_err.last_stats.get("rtt_p99_us")
+        w, hist = scraper.sample()
         samples.append(dict(t=round(t - t_load, 3), conns=conns, hb_s=hb_rate, rtt_p99_us=rtt,
                             rss=rss, cpu_s=cpu, slab=slab_bytes(),
                             sunreclaim=slab_bytes("SUnreclaim"), load_cpu_s=load_cpu,
                             loadavg=loadavg1(),
-                            srv=dict(srv_err.last_stats)))
+                            srv=dict(srv_err.last_stats), w=w, hist=hist))
         if not ramp_over:
             up, failed = load_err.last("up"), load_err.last("failed")
             if up is not None and up + (failed or 0) >= a.connections:
@@ -403,7 +423,8 @@ def run_one(a, kind, label, outdir, stamp):
                load_cpus=a.load_cpus, load_exit=load_rc, server_exit=srv_exit,
                timed_out=timed_out, rss_before=rss0, slab_before=slab0, cpu_before_s=cpu0,
                sunreclaim_before=sunrec0, loadavg_before=load0,
-               samples=samples, load_summary=load_summary,
+               samples=samples, load_summary=load_summary, metrics_addr=srv_err.metrics_addr,
+               scrape_failures=scraper.failures,
                load_tail=load_err.tail(), server_tail=srv_err.tail(8))
     res["figures"] = figures(a, res, t_end)
     write_plot(a, res, base)
@@ -473,14 +494,21 @@ def figures(a, res, t_end):
         f["loadavg_max"] = max(x["loadavg"] for x in hold)
         f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
         rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"]]  # 0: no sample
-        if rtts:
+        if rtts and res["mode"] == "client":
             f["rtt_p99_us"] = statistics.median(rtts)
-            f["rtt_source"] = ("load live line: median over the hold of per-second p99"
-                               if res["mode"] == "client" else
-                               "server stats line: its PING->PONG p99, cumulative since start "
+            f["rtt_source"] = "load live line: median over the hold of per-second p99"
+        elif rtts:
+            # The stats line's p99 is cumulative since the server started: the only figure of a
+            # server without /metrics (epoll_ref), and compare's like-for-like ratio with it.
+            f["rtt_p99_us_statsline"] = statistics.median(rtts)
+            f["rtt_source"] = ("server stats line: its PING->PONG p99, cumulative since start "
                                "(ramp included), median over the hold")
+        if res["mode"] != "client":  # in client mode the server sends no PINGs to time
+            window_figures(s, h1, h2, f)
     else:
         f["note"] = "hold phase too short to measure (need >= 2 samples after the ramp)"
+        if res["mode"] != "client":
+            window_figures(s, h1, h2, f)
     # From the load generator's summary (tools/load/main.c write_json).
     if ls:
         rtt = ls.get("rtt_us") or {}
@@ -557,7 +585,7 @@ def run_soak(a, outdir, stamp):
         return cmd + extra
 
     t0 = time.time()
-    scmd = server_cmd(a.server, a, port)
+    scmd = with_metrics(server_cmd(a.server, a, port), a.server)
     log(f"soak: server: {' '.join(scmd)} (cpus {a.server_cpus})")
     srv = spawn(scmd, a.server_cpus)
     srv_err = LineReader(srv.stderr, t0)
@@ -589,6 +617,7 @@ def run_soak(a, outdir, stamp):
     next_churn = None
     samples, timed_out, prev = [], False, None
     next_sample = 0.0
+    scraper = Scraper(srv_err)
     while True:
         now = time.time()
         t = now - t0 - t_load
@@ -625,7 +654,8 @@ def run_soak(a, outdir, stamp):
             except (FileNotFoundError, ProcessLookupError):
                 break
             st = dict(srv_err.last_stats)
-            x = dict(t=round(t, 1), rss=rss, cpu_s=cpu, conns=st.get("conns"),
+            w, hist = scraper.sample()  # windows of --sample-every
+            x = dict(w=w, hist=hist, t=round(t, 1), rss=rss, cpu_s=cpu, conns=st.get("conns"),
                      load_up=load_err.last("up"), frames_in=st.get("frames_in"),
                      closed_timeout=st.get("closed_timeout"),
                      churn_running=sum(1 for c in churn if c["proc"].poll() is None),
@@ -743,6 +773,8 @@ def run_soak(a, outdir, stamp):
             f["loadavg_max"] = max(x["loadavg"] for x in steady)
         else:
             f["note"] = "steady window too short: need >= 2 samples after the warm-up"
+        if a.mode != "client":
+            window_figures(samples, w1, w2, f)
     bad_churn = sum(1 for b in batches if b["exit"] != 0)
     res = dict(label=a.server, server=a.server, mode=a.mode, port=port, server_cmd=scmd,
                load_cmd=mcmd, server_cpus=a.server_cpus, load_cpus=a.load_cpus,
@@ -793,20 +825,39 @@ def print_soak(r):
 def write_plot(a, res, base):
     dat = base + ".dat"
     with open(dat, "w") as f:
-        f.write("# t_s conns hb_per_s rtt_p99_us rss_mib cpu_pct slab_mib\n")
+        f.write("# t_s conns hb_per_s rtt_p99_us rss_mib cpu_pct slab_mib rtt_p50_us "
+                "rtt_p99_cum_us late_p50_ms late_p99_ms late_p99_cum_ms late_n load_cpu_pct\n"
+                "# rtt_* and late_*: per sampling window (the server's /metrics histograms, or "
+                "the load's per-second line in client mode); *_cum_*: since the server started\n")
         prev = None
         for x in res["samples"]:
-            cpu_pct = "?"
+            cpu_pct = load_pct = "?"
             if prev is not None and x["t"] > prev["t"]:
-                cpu_pct = f"{100 * (x['cpu_s'] - prev['cpu_s']) / (x['t'] - prev['t']):.1f}"
+                dt = x["t"] - prev["t"]
+                cpu_pct = f"{100 * (x['cpu_s'] - prev['cpu_s']) / dt:.1f}"
+                if x.get("load_cpu_s") is not None and prev.get("load_cpu_s") is not None:
+                    load_pct = f"{100 * (x['load_cpu_s'] - prev['load_cpu_s']) / dt:.1f}"
             prev = x
 
             def q(v):
                 return "?" if v is None else f"{v:g}"
 
-            rtt = x["rtt_p99_us"] if x["rtt_p99_us"] else None  # 0: none yet (log axis)
+            w = x.get("w") or {}
+            if w.get("rtt_n"):
+                rtt, rtt50 = w["rtt_p99"], w["rtt_p50"]
+            elif res["mode"] == "client" and x["rtt_p99_us"]:
+                rtt, rtt50 = x["rtt_p99_us"], None  # the load's own per-second p99
+            else:
+                rtt = rtt50 = None
+            # Whole run: the scraped cumulative histogram, else the (cumulative) stats line.
+            rtt_cum = w.get("rtt_cum_p99") or (x["rtt_p99_us"] if res["mode"] != "client"
+                                               else None) or None
+            late = w.get("late_n")
             f.write(f"{x['t']:.2f} {q(x['conns'])} {q(x['hb_s'])} {q(rtt)} "
-                    f"{x['rss'] / 1048576:.2f} {cpu_pct} {x['slab'] / 1048576:.1f}\n")
+                    f"{x['rss'] / 1048576:.2f} {cpu_pct} {x['slab'] / 1048576:.1f} {q(rtt50)} "
+                    f"{q(rtt_cum)} {q(w.get('late_p50') if late else None)} "
+                    f"{q(w.get('late_p99') if late else None)} {q(w.get('late_cum_p99'))} "
+                    f"{q(late)} {load_pct}\n")
     res["data_file"] = dat
     if a.no_plot or not shutil.which("gnuplot"):
         return
@@ -814,14 +865,21 @@ def write_plot(a, res, base):
     # Single quotes delimit gnuplot strings on the -e line: none may appear inside.
     title = (f"{a.scenario} {res['label']}: {res['server']} mode={res['mode']} "
              f"{a.connections} conns interval={fmt_duration(a.interval_s)}")
-    rtt_title = ("RTT p99 (us), load generator, per second" if res["mode"] == "client" else
-                 "RTT p99 (us), server PING to PONG, cumulative since start")
+    if res["mode"] == "client":
+        rtt_title = "RTT (us), load generator, per second"
+    elif any((x.get("w") or {}).get("rtt_n") for x in res["samples"]):
+        rtt_title = "RTT (us), server PING to PONG, per sampling window"
+    else:
+        rtt_title = "RTT p99 (us), server stats line, cumulative since start (no /metrics)"
     # gnuplot refuses a panel whose points are all undefined: say which series exist.
-    have = {k: int(any(x[k] for x in res["samples"])) for k in ("conns", "hb_s", "rtt_p99_us")}
+    have = {k: int(any(x[k] for x in res["samples"])) for k in ("conns", "hb_s")}
+    have["rtt"] = int(any((x.get("w") or {}).get("rtt_n") or x["rtt_p99_us"]
+                          for x in res["samples"]))
+    have["late"] = int(any((x.get("w") or {}).get("late_n") for x in res["samples"]))
     r = subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; "
                         f"plottitle='{title}'; have_conns={have['conns']}; "
-                        f"have_hb={have['hb_s']}; have_rtt={have['rtt_p99_us']}; "
-                        f"rtt_title='{rtt_title}'",
+                        f"have_hb={have['hb_s']}; have_rtt={have['rtt']}; "
+                        f"have_late={have['late']}; rtt_title='{rtt_title}'",
                         os.path.join(REPO, "bench", "plot.gp")],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -853,23 +911,39 @@ ROWS = [
     ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
     ("kernel slab per conn (B)", "kernel_slab_per_conn_bytes", ""),
     ("  of which unreclaimable (B)", "kernel_sunreclaim_per_conn_bytes", ""),
-    ("RTT p99 (us)", "rtt_p99_us", ""),
+    # Server mode: per sampling window of the server's histogram (see window_figures).
+    ("RTT p50 (us), per window, median", "rtt_p50_us", ""),
+    ("RTT p99 (us), per window, median", "rtt_p99_us", ""),
+    ("RTT p99 (us), per window, max", "rtt_p99_us_window_max", ""),
+    ("RTT p99 (us), hold as one window", "rtt_p99_us_hold", ""),
+    ("RTT p99 (us), WHOLE RUN cumulative", "rtt_p99_us_whole_run", ""),
+    ("RTT p99 (us), stats line, cumulative", "rtt_p99_us_statsline", ""),
     ("false deaths", "false_deaths", ""),
-    ("detection lateness p50 (ms)", "detection_lateness_ms_p50", ""),
-    ("detection lateness p99 (ms)", "detection_lateness_ms_p99", ""),
-    ("detection lateness max (ms)", "detection_lateness_ms_max", ""),
+    ("server lateness p50 (ms), per window", "server_lateness_ms_p50", ""),
+    ("server lateness p99 (ms), per window", "server_lateness_ms_p99", ""),
+    ("server lateness p99 (ms), worst window", "server_lateness_ms_p99_window_max", ""),
+    ("server lateness p99 (ms), WHOLE RUN", "server_lateness_ms_p99_whole_run", ""),
+    ("load lateness p50 (ms), whole run", "detection_lateness_ms_p50", ""),
+    ("load lateness p99 (ms), whole run", "detection_lateness_ms_p99", ""),
+    ("load lateness max (ms), whole run", "detection_lateness_ms_max", ""),
 ]
+# Rows left out when no run has them (nothing silenced, no /metrics, client mode).
+OPTIONAL_ROW_KEYS = ("lateness", "rtt_p50_us", "rtt_p99_us_")
 
 
 def print_table(runs):
     w = max([14] + [len(r["label"]) for r in runs]) + 2
-    head = f"{'figure':32}" + "".join(f"{r['label']:>{w}}" for r in runs)
+    head = f"{'figure':40}" + "".join(f"{r['label']:>{w}}" for r in runs)
     print(head)
     print("-" * len(head))
     for name, key, unit in ROWS:
-        if all(r["figures"].get(key) is None for r in runs) and "lateness" in key:
-            continue  # nothing was silenced on purpose
-        print(f"{name:32}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>{w}}"
+        if all(r["figures"].get(key) is None for r in runs) and any(
+                k in key for k in OPTIONAL_ROW_KEYS):
+            continue
+        if key == "rtt_p99_us_statsline" and all(r["figures"].get("rtt_p99_us") is not None
+                                                 for r in runs):
+            continue  # every run has the per-window figure: the cumulative one is not needed
+        print(f"{name:40}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>{w}}"
                                       for r in runs))
     extra = ["load.connections_established", "load.connect_failures",
              "load.rtt_p99_us_whole_run"]
@@ -878,12 +952,14 @@ def print_table(runs):
     for k in extra:
         if all(r["figures"].get(k) is None for r in runs):
             continue
-        print(f"{k[:32]:32}" + "".join(f"{fmt_num(r['figures'].get(k)):>{w}}" for r in runs))
+        print(f"{k[:40]:40}" + "".join(f"{fmt_num(r['figures'].get(k)):>{w}}" for r in runs))
     for r in runs:
         ok = clean(r)
         print(f"{r['label']}: load exit {r['load_exit']}, server exit {r['server_exit']}, "
               f"heartbeats from {r['figures'].get('heartbeats_source', 'n/a')}"
               f"{'' if ok else '  <-- NOT CLEAN'}")
+        if r["figures"].get("rtt_source"):
+            print(f"  RTT p99: {r['figures']['rtt_source']}")
 
 
 def clean(r):
@@ -896,16 +972,21 @@ def ratios(runs, num_kind, den_kind, mode):
     den = [r for r in runs if r["server"] == den_kind and r["mode"] == mode]
     out = {}
     for key in ("server_cpu_us_per_heartbeat", "server_rss_per_conn_bytes", "rtt_p99_us"):
-        rs = []
+        rs, name = [], key
         for x, y in zip(num, den):
             if not (clean(x) and clean(y)):
                 continue  # a run with false deaths or failed connects measured another load
-            vx, vy = x["figures"].get(key), y["figures"].get(key)
+            k = key
+            if key == "rtt_p99_us" and x["figures"].get("rtt_source") != \
+                    y["figures"].get("rtt_source"):
+                # epoll_ref has no /metrics: compare like with like, cumulative both sides.
+                k = name = "rtt_p99_us_statsline"
+            vx, vy = x["figures"].get(k), y["figures"].get(k)
             if vx is not None and vy:
                 rs.append(vx / vy)
         if rs:
-            out[key] = dict(median=round(statistics.median(rs), 3),
-                            each=[round(v, 3) for v in rs])
+            out[name] = dict(median=round(statistics.median(rs), 3),
+                             each=[round(v, 3) for v in rs])
     return out
 
 

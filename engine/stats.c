@@ -5,7 +5,7 @@
 
 void rb__hist_add(struct rb_hist *h, const uint32_t *bounds, uint64_t value)
 {
-    /* Fifteen bounds: a short linear search beats anything cleverer, and runs once per PONG. */
+    /* A linear search: common values sit in the first few buckets, where it stops at once. */
     unsigned i = 0;
     while (i < RB_HIST_BUCKETS - 1 && value > bounds[i])
         i++;

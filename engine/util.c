@@ -12,19 +12,25 @@
 #include "ringbeat.h"
 
 /*
- * Heartbeat RTT spans loopback (tens of microseconds) to a congested mobile link (seconds);
- * roughly 1-2.5-5 per decade keeps the p99 estimate within a factor of about 2.
+ * Heartbeat RTT spans loopback (tens of microseconds) to a congested mobile link or an overloaded
+ * box (seconds); 1-1.5-2-3-5-7.5 per decade keeps the p99 estimate within a factor of about 1.5,
+ * and the 10 s top shows how late a ramp's answers really are instead of piling them at 1 s.
  */
 const uint32_t rb_rtt_bounds_us[RB_HIST_BUCKETS - 1] = {
-    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+    25,     50,     75,     100,    150,    200,     300,     500,     750,      1000,  1500,
+    2000,   3000,   5000,   7500,   10000,  15000,   20000,   30000,   50000,    75000, 100000,
+    150000, 200000, 300000, 500000, 750000, 1000000, 2000000, 5000000, 10000000,
 };
 
 /*
- * With a 10 ms tick, healthy detection lands in the first few buckets; the tail exists to show a
- * stalled loop (seconds late) rather than to be precise about it.
+ * Lateness is counted in whole milliseconds. With a 10 ms tick, on-time detection is 0-10 ms and
+ * a turn or two late is 10-30 ms: 1 ms steps to 15 ms and no step over 10 ms to 50 ms tell these
+ * apart (and let the server's view be compared with a peer's); the tail shows a stalled loop, up
+ * to the tens of seconds an overloaded box has been seen to reach.
  */
 const uint32_t rb_lateness_bounds_ms[RB_HIST_BUCKETS - 1] = {
-    0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000,
+    0,  1,  2,  3,  4,  5,  6,   7,   8,   9,    10,   11,   12,    13,    14,    15,
+    17, 20, 25, 30, 40, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000,
 };
 
 uint64_t rb_clock_ns(void)

@@ -125,6 +125,13 @@ static void test_histogram_bounds_increase(void **state)
     for (int i = 0; i < RB_HIST_BUCKETS - 1; i++)
         has10 |= rb_lateness_bounds_ms[i] == 10;
     assert_true(has10);
+    /* Finer where detection lands (0-50 ms): 1 ms steps to 15 ms, no bucket wider than 10 ms. */
+    for (int i = 1; i < RB_HIST_BUCKETS - 1 && rb_lateness_bounds_ms[i] <= 50; i++) {
+        uint32_t width = rb_lateness_bounds_ms[i] - rb_lateness_bounds_ms[i - 1];
+        assert_true(width <= (rb_lateness_bounds_ms[i] <= 15 ? 1u : 10u));
+    }
+    assert_int_equal(rb_lateness_bounds_ms[15], 15);
+    assert_true(rb_lateness_bounds_ms[RB_HIST_BUCKETS - 2] >= 60000);
 }
 
 static void test_parse_mode(void **state)

@@ -147,7 +147,7 @@ struct rb_config {
 void rb_config_init(struct rb_config *cfg);
 
 /* Histograms share one layout: bucket i counts values <= bounds[i]; the last bucket is +Inf. */
-#define RB_HIST_BUCKETS 16
+#define RB_HIST_BUCKETS 32
 extern const uint32_t rb_rtt_bounds_us[RB_HIST_BUCKETS - 1];
 extern const uint32_t rb_lateness_bounds_ms[RB_HIST_BUCKETS - 1];
 
