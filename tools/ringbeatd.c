@@ -436,8 +436,9 @@ static double hist_quantile(const struct rb_hist *h, const uint32_t *bounds, dou
 static void log_stats(struct rb_engine *e, const char *event)
 {
     static const int reasons[] = {
-        RB_CLOSE_NORMAL,  RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL, RB_CLOSE_FULL, RB_CLOSE_SHUTDOWN,
-        RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_PEER,     RB_CLOSE_EOF,  RB_CLOSE_RESET,
+        RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+        RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
+        RB_CLOSE_UNAUTHORIZED, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
     };
     struct rb_stats s;
     memset(&s, 0, sizeof(s));
