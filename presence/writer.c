@@ -461,10 +461,15 @@ static void sleep_until_work(struct writer *w, uint64_t until_ms)
         atomic_store(&q->sleeping, 0);
         return;
     }
-    struct pollfd pfd = {.fd = q->wake_fd, .events = POLLIN};
+    /* The Redis socket too: nothing is owed, so it only becomes readable when Redis goes away
+     * (EOF), which /metrics should say at once, not at the next write. */
+    struct pollfd pfd[2] = {{.fd = q->wake_fd, .events = POLLIN},
+                            {.fd = w->c ? w->c->fd : -1, .events = POLLIN | POLLRDHUP}};
     uint64_t wait = until_ms - now;
-    poll(&pfd, 1, wait > 1000 ? 1000 : (int)wait);
+    int n = poll(pfd, 2, wait > 1000 ? 1000 : (int)wait);
     atomic_store(&q->sleeping, 0);
+    if (n > 0 && w->c && pfd[1].revents && redisBufferRead(w->c) != REDIS_OK)
+        disconnect(w, w->c->errstr[0] ? w->c->errstr : "connection closed");
     uint64_t v;
     ssize_t r = read(q->wake_fd, &v, sizeof(v));
     (void)r;
