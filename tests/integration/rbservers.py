@@ -238,7 +238,7 @@ class HAProxy:
             time.sleep(0.02)
 
     def servers_up(self):
-        """Server name -> status from the stats page's CSV (UP once the health check passed)."""
+        """Server name -> (status, last check) from the stats page's CSV."""
         with urllib.request.urlopen("http://127.0.0.1:%d/stats;csv" % self.stats_port,
                                     timeout=5) as f:
             rows = f.read().decode().splitlines()
@@ -248,14 +248,16 @@ class HAProxy:
             cols = dict(zip(head, row.split(",")))
             if cols.get("pxname") == "ringbeat_nodes" and cols.get("svname") not in (
                     "BACKEND", "FRONTEND"):
-                out[cols["svname"]] = cols.get("status", "")
+                out[cols["svname"]] = (cols.get("status", ""), cols.get("check_status", ""))
         return out
 
     def wait_all_up(self, n, timeout=10.0):
         deadline = time.monotonic() + timeout
         while True:
             st = self.servers_up()
-            if len(st) == n and all(v.startswith("UP") for v in st.values()):
+            # UP after a check that passed (servers start UP before their first check).
+            if len(st) == n and all(v[0].startswith("UP") and v[1] == "L7OK"
+                                    for v in st.values()):
                 return st
             if time.monotonic() > deadline:
                 raise AssertionError("haproxy servers not all UP: %r" % st)
