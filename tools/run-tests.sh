@@ -16,9 +16,9 @@ run build-test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan+UBSan build =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
-echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats) =="
+echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats, presence threads) =="
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run build-tsan "integration_test_(scale|daemon|ops)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
+  run build-tsan "integration_test_(scale|daemon|ops|redis)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
   -DRINGBEAT_BENCH=OFF
 echo "== libFuzzer (clang, ASan+UBSan): frame decoder, HELLO/CLOSE, PROXY header, tokens =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-30}
