@@ -7,9 +7,9 @@
 
 /*
  * Two chained hash indexes over the same entries, one bucket array each (8 bytes per bucket,
- * about one bucket per entry), and one allocation per connection of exactly the entry's size:
- * with a 36-byte client id that is an 80-byte jemalloc class, so about 96 bytes per connection
- * in all. Callbacks of every worker and the Redis threads share it under one mutex, taken at
+ * doubled when there are two entries per bucket: chains of 1..2, 4..8 bytes per entry and
+ * index), and one allocation per connection of exactly the entry's size: with a 36-byte client
+ * id that is an 80-byte jemalloc class, so about 90 bytes per connection in all. Callbacks of every worker and the Redis threads share it under one mutex, taken at
  * open, close and liveness changes only, never per heartbeat.
  */
 #define INITIAL_BUCKETS 1024u
@@ -66,7 +66,7 @@ void rbp_table_free(struct rbp_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Doubles both indexes at one entry per bucket; keeps the old ones when memory is short. */
+/* Doubles both indexes at two entries per bucket; keeps the old ones when memory is short. */
 static void grow(struct rbp_table *t)
 {
     uint32_t cap = (t->mask + 1) * 2;
@@ -116,7 +116,7 @@ struct rbp_entry *rbp_table_add(struct rbp_table *t, uint64_t conn, const char *
         memcpy(e->id, id, id_len);
     e->next_client = NULL;
     pthread_mutex_lock(&t->lock);
-    if (t->entries > t->mask)
+    if (t->entries >= 2 * (t->mask + 1))
         grow(t);
     uint32_t b = hash_conn(conn) & t->mask;
     e->next_conn = t->by_conn[b];
