@@ -19,13 +19,8 @@ static void fuzz_hello(const uint8_t *p, size_t len, uint8_t *enc)
 {
     struct rb__hello h;
     int rc = rb__hello_parse(p, len, &h);
-    /* The reference: without the token flag the id is the rest (0..64 bytes); with it, u8 id
-     * length 0..64, the id, then 1..255 bytes of token (docs/protocol.md). */
-    int head_ok = len >= 12 && p[0] == 1 && p[1] <= 2 && p[2] == 0 && (p[3] & 0xFE) == 0;
-    int tok = head_ok && (p[3] & 1);
-    int valid = head_ok && (tok ? len >= 13 && p[12] <= 64 && len > 13u + p[12] &&
-                                      len - 13u - p[12] <= 255
-                                : len <= 76);
+    int tok;
+    int valid = fuzz_ref_hello_valid(p, len, &tok);
     FUZZ_CHECK(rc == (valid ? 0 : -EPROTO));
     if (rc != 0)
         return;

@@ -36,6 +36,7 @@ def frame_seeds():
         frame(6, close(2, b"heartbeat timeout")),
         frame(6, close(3, "caf\u00e9 \u20ac".encode())),
         frame(3, b"\x00" * 8, flags=0x80),
+        frame(1, hello(1, 1000, 3000, b"\x05alice1700000000." + b"A" * 43, reserved=1)),
     ]
     seeds = {}
     for i, f in enumerate(good):

@@ -233,6 +233,49 @@ class OneNode(rbservers.ServersTestCase):
         m = rbservers.metrics(d.metrics_port)
         self.assertEqual(m['ringbeat_closed_total{protocol="v1",reason="timeout"}'], 0)
 
+    def test_redis_stalled_queue_overflows_then_resync(self):
+        """Redis stops answering (SIGSTOP) longer than the writer's 5 s reply timeout, with a
+        64-event queue: heartbeats go on, events are dropped and counted, and once Redis answers
+        again the node rewrites its state and the hashes are exactly the open sessions."""
+        load = rbtest.load_path()
+        if not load:
+            self.skipTest("ringbeat-load not built")
+        d = self.start_node(self.redis, "n1", "--redis-queue", "64", "--stats-interval", "0")
+        lp = subprocess.Popen([load, "--target", "127.0.0.1:%d" % d.port, "--connections", "300",
+                               "--rate", "3000", "--duration", "14s", "--mode", "client",
+                               "--interval", "1s", "--timeout", "3s", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: lp.poll() is None and lp.kill())
+        wait_for(lambda: self.r("SCARD", P + "clients:n1") == 300, 10, "300 clients in Redis")
+        old = [self.client(d) for _ in range(20)]
+        for i, c in enumerate(old):
+            c.handshake(MODE_CLIENT, 10000, 60000, b"old-%d" % i)
+        wait_for(lambda: self.r("SCARD", P + "clients:n1") == 320, 5, "320 clients")
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            for c in old[:10]:
+                c.send(rbtest.close(1))
+                c.close()
+            new = [self.client(d) for _ in range(100)]
+            for i, c in enumerate(new):
+                c.handshake(MODE_CLIENT, 10000, 60000, b"new-%d" % i)
+            wait_for(lambda: rbservers.metrics(d.metrics_port)[
+                'ringbeat_redis_events_dropped_total{why="queue_full"}'] > 0, 5, "drops")
+            wait_for(lambda: rbservers.metrics(d.metrics_port)["ringbeat_redis_up"] == 0, 8,
+                     "the writer gave up on the stalled link")
+            for c in old[10:] + new[:5]:
+                c.roundtrip(3)  # the engine does not wait for Redis
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        want = sorted(["load-%d" % i for i in range(300)] + ["old-%d" % i for i in range(10, 20)]
+                      + ["new-%d" % i for i in range(100)])
+        wait_for(lambda: rbservers.client_ids_of_keys(self.r.scan_keys(P + "presence:*")) == want,
+                 15, "hashes equal the open sessions after the resync")
+        m = rbservers.metrics(d.metrics_port)
+        self.assertGreaterEqual(m["ringbeat_redis_resyncs_total"], 2)
+        self.assertEqual(m["ringbeat_redis_up"], 1)
+        self.assertEqual(lp.wait(30), 0)  # no false death, every connection established
+
 
 if __name__ == "__main__":
     unittest.main()
