@@ -152,44 +152,90 @@ void rb__on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe
         accept_refuse(w, r, slot, listener);
         return;
     }
-    if (cfg->peer_addr || cfg->max_conns_per_ip) {
+    if (cfg->peer_addr || cfg->max_conns_per_ip || cfg->proxy_protocol) {
         /* Queued before the receive, so the address is known before the first frame. */
         struct io_uring_sqe *sqe = rb__ring_sqe(w, r);
         if (sqe) {
             rb__prep_fixed_fd_install(sqe, slot);
             io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_PEER, rb__conn_id(w, c)));
+        } else if (cfg->proxy_protocol) {
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0); /* the source cannot be checked */
+            return;
         }
     }
-    rb__recv_arm(w, c);
+    /* With the PROXY protocol the receive waits for the source check (rb__on_peer): a header
+     * from a source outside --proxy-from must never be read, let alone believed. */
+    if (!cfg->proxy_protocol)
+        rb__recv_arm(w, c);
     rb__live_start(w, c);
     accept_rotate(w);
 }
 
-void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe)
+int rb__peer_apply(struct rb__worker *w, struct rb__conn *c, const struct sockaddr_storage *peer)
 {
-    if (cqe->res < 0)
-        return;
-    int fd = cqe->res;
-    struct rb__conn *c = rb__conn_lookup(w, cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof(peer);
-    bool ok = c && getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
-    close(fd);
-    if (!ok)
-        return;
     struct rb__ring *r = rb__conn_ring(w, c);
-    if (r->ip_key) {
-        uint64_t key = rb__ip_key(&peer);
+    if (r->ip_key && !r->ip_key[c->slot]) {
+        uint64_t key = rb__ip_key(peer);
         if (key && rb__ip_acquire(w->e, key) < 0) {
             RB__INC(w, rejected_per_ip);
             rb__conn_release(w, c, RB_CLOSE_FULL, 0);
-            return;
+            return -1;
         }
         r->ip_key[c->slot] = key;
     }
     struct rb__conn_ext *x;
     if (w->e->cfg.peer_addr && !(c->flags & RB__CF_OPEN) && (x = rb__conn_ext(w, c))) {
-        x->peer = peer;
+        x->peer = *peer;
         x->have_peer = true;
     }
+    return 0;
+}
+
+static bool proxy_source_ok(const struct rb_config *cfg, const struct sockaddr_storage *peer)
+{
+    for (unsigned i = 0; i < cfg->proxy_from_count; i++)
+        if (rb_cidr_match(&cfg->proxy_from[i], peer))
+            return true;
+    return false;
+}
+
+void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe)
+{
+    struct rb__conn *c = rb__conn_lookup(w, cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
+    const struct rb_config *cfg = &w->e->cfg;
+    if (cqe->res < 0) {
+        if (c && cfg->proxy_protocol)
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return;
+    }
+    int fd = cqe->res;
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    bool ok = c && getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
+    close(fd);
+    if (!c)
+        return;
+    if (!ok) {
+        if (cfg->proxy_protocol)
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return;
+    }
+    if (!cfg->proxy_protocol) {
+        rb__peer_apply(w, c, &peer);
+        return;
+    }
+    if (!proxy_source_ok(cfg, &peer)) {
+        RB__INC(w, proxy_refused);
+        rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+        return;
+    }
+    /* Kept until the header says otherwise: a LOCAL header leaves the proxy's address. */
+    struct rb__conn_ext *x = rb__conn_ext(w, c);
+    if (!x) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return;
+    }
+    x->peer = peer;
+    x->have_peer = true;
+    rb__recv_arm(w, c);
 }

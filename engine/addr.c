@@ -73,3 +73,73 @@ int rb_parse_listen(const char *s, struct rb_listen_addr *out)
     }
     return rb_parse_addr(s, &out->addr, &out->addr_len);
 }
+
+int rb_parse_cidr(const char *s, struct rb_cidr *out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    char host[INET6_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
+    if (hlen == 0 || hlen >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    memset(out, 0, sizeof(*out));
+    unsigned max_bits;
+    if (inet_pton(AF_INET, host, out->addr) == 1) {
+        out->family = AF_INET;
+        max_bits = 32;
+    } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+        out->family = AF_INET6;
+        max_bits = 128;
+    } else {
+        return -EINVAL;
+    }
+    unsigned long bits = max_bits;
+    if (slash) {
+        char *end;
+        if (slash[1] < '0' || slash[1] > '9')
+            return -EINVAL;
+        bits = strtoul(slash + 1, &end, 10);
+        if (*end || bits > max_bits || end - (slash + 1) > 3)
+            return -EINVAL;
+    }
+    out->prefix_bits = (uint8_t)bits;
+    for (unsigned i = 0; i < max_bits / 8; i++) {
+        unsigned keep = bits > i * 8 ? (bits - i * 8 >= 8 ? 8 : bits - i * 8) : 0;
+        out->addr[i] &= (uint8_t)(0xff00u >> keep);
+    }
+    return 0;
+}
+
+bool rb_cidr_match(const struct rb_cidr *c, const struct sockaddr_storage *ss)
+{
+    const uint8_t *a;
+    uint8_t v4[4];
+    if (ss->ss_family == AF_INET) {
+        if (c->family != AF_INET)
+            return false;
+        memcpy(v4, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+        a = v4;
+    } else if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (c->family == AF_INET && IN6_IS_ADDR_V4MAPPED(a6))
+            a = a6->s6_addr + 12;
+        else if (c->family == AF_INET6)
+            a = a6->s6_addr;
+        else
+            return false;
+    } else {
+        return false;
+    }
+    unsigned bits = c->prefix_bits;
+    for (unsigned i = 0; bits; i++) {
+        unsigned n = bits >= 8 ? 8 : bits;
+        uint8_t mask = (uint8_t)(0xff00u >> n);
+        if ((a[i] & mask) != c->addr[i])
+            return false;
+        bits -= n;
+    }
+    return true;
+}

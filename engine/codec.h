@@ -32,6 +32,9 @@ struct rb__open_params {
     uint32_t timeout_ms;
     const uint8_t *client_id;
     size_t client_id_len;
+    const uint8_t *token; /* proves the client id (rb_config.auth): v1 HELLO, WebSocket ?token= */
+    size_t token_len;
+    bool authorized; /* the codec already called rb__sess_authorize() with these params */
 };
 
 /* The values in force after clamping, for the codec's welcome. */
@@ -74,10 +77,20 @@ const struct rb__codec *rb__codec_find(enum rb_protocol p);
  * rb__sess_open: the connection identifies itself. Clamps what it asks for exactly like every
  * other open (the shared rules of docs/protocol.md), applies it, sends the codec's welcome when
  * `welcome` is set, starts its timer and calls on_open. -EPROTO (nothing changed, nothing sent)
- * when the request cannot be honoured: the codec decides how to refuse it.
+ * when the request cannot be honoured, -EACCES when rb__sess_authorize refuses it: the codec
+ * decides how to refuse it.
  */
 int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__open_params *op,
                   bool welcome);
+/*
+ * Who may claim a client id: with rb_config.auth, the token must prove op's client id now. 0, or
+ * -EACCES (counted in auth_refused by why, logged at debug): the codec refuses the connection
+ * with RB_CLOSE_UNAUTHORIZED (v1 CLOSE(9); WebSocket: HTTP 401 before the upgrade) and nothing
+ * is opened, so nothing is published. The balancer's own connections (a PROXY LOCAL header) are
+ * not checked. rb__sess_open calls it unless op->authorized says the codec already did.
+ */
+int rb__sess_authorize(struct rb__worker *w, const struct rb__conn *c,
+                       const struct rb__open_params *op);
 /* Clamps a request against the configuration: 0, or -EPROTO when it cannot be honoured. */
 int rb__sess_clamp(const struct rb_config *cfg, const struct rb__open_params *op,
                    struct rb__welcome_info *out);

@@ -41,6 +41,8 @@ static int v1_open(struct rb__worker *w, struct rb__conn *c, const struct rb__fr
     op.timeout_ms = hello.timeout_ms;
     op.client_id = hello.client_id;
     op.client_id_len = hello.client_id_len;
+    op.token = hello.token;
+    op.token_len = hello.token_len;
     return rb__sess_open(w, c, &op, true);
 }
 
@@ -55,6 +57,8 @@ static int v1_frame(void *ctx, const struct rb__frame_hdr *h, const uint8_t *p)
         int r = v1_open(w, c, h, p);
         if (r == -EPROTO)
             return rb__sess_fail(w, c, RB_CLOSE_PROTOCOL, 0);
+        if (r == -EACCES)
+            return rb__sess_fail(w, c, RB_CLOSE_UNAUTHORIZED, 0);
         if (r < 0 || h->type == RB_FRAME_HELLO)
             return r;
     }

@@ -33,7 +33,7 @@ struct rb__conn_ext *rb__conn_ext(struct rb__worker *w, struct rb__conn *c)
 void rb__conn_ext_trim(struct rb__conn *c)
 {
     struct rb__conn_ext *x = c->ext;
-    if (x && !x->codec && !x->out && !x->have_peer) {
+    if (x && !x->codec && !x->out && !x->have_peer && !x->proxy) {
         free(x);
         c->ext = NULL;
     }
@@ -57,6 +57,7 @@ struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t
     c->last_rx_ms = w->now_ms + 1; /* rounded up, as in rb__live_touch() */
     c->interval_ms = cfg->interval_ms;
     c->timeout_ms = cfg->timeout_ms;
+    c->proxy_pending = cfg->proxy_protocol;
     rb__conn_set_mode(c, cfg->mode);
     unsigned wmax = rb__live_weight_max(c);
     c->state = (uint8_t)((c->state & 0x0c) | RB_ALIVE | wmax << 4);
@@ -106,6 +107,8 @@ void rb__conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int 
             codec->release(c, x->codec);
         x->codec = NULL;
         x->have_peer = false;
+        free(x->proxy);
+        x->proxy = NULL;
         rb__out_release(c, x);
     }
     if (r->ip_key && r->ip_key[c->slot]) {

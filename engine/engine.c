@@ -51,6 +51,12 @@ static int config_normalize(struct rb_config *c)
     }
     if (!c->batch_size)
         c->batch_size = 1;
+    if (c->proxy_protocol && !c->proxy_from_count) {
+        /* Only a balancer on this machine, unless the operator names others. */
+        rb_parse_cidr("127.0.0.0/8", &c->proxy_from[0]);
+        rb_parse_cidr("::1", &c->proxy_from[1]);
+        c->proxy_from_count = 2;
+    }
     if (c->interval_ms == 0 || c->timeout_ms <= c->interval_ms || c->tick_ms == 0 ||
         c->min_interval_ms == 0 || c->min_interval_ms > c->max_interval_ms ||
         c->max_timeout_ms <= c->min_interval_ms || c->listen_count > RB_LISTEN_MAX ||
@@ -105,6 +111,7 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
         free(e);
         return -ENOMEM;
     }
+    atomic_init(&e->auth, e->cfg.auth);
     e->epoch_ns = rb_clock_ns() - 1000000000ULL; /* keeps the clock's first values non-zero */
     if (getrandom(&e->token_key, sizeof(e->token_key), GRND_NONBLOCK) != sizeof(e->token_key))
         e->token_key = rb_clock_ns() * 0x9E3779B97F4A7C15ULL;
@@ -379,6 +386,26 @@ void rb__ip_release(struct rb_engine *e, uint64_t key)
         e->ip_used--;
     }
     pthread_mutex_unlock(&e->ip_lock);
+}
+
+void rb_engine_set_auth(struct rb_engine *e, const struct rb_auth *auth)
+{
+    atomic_store_explicit(&e->auth, auth, memory_order_release);
+}
+
+void rb_engine_set_metrics_extra(struct rb_engine *e, rb_metrics_extra_fn fn, void *user)
+{
+    atomic_store_explicit(&e->metrics_extra_user, user, memory_order_relaxed);
+    atomic_store_explicit(&e->metrics_extra, fn, memory_order_release);
+}
+
+size_t rb__engine_metrics_extra(struct rb_engine *e, char *buf, size_t cap);
+size_t rb__engine_metrics_extra(struct rb_engine *e, char *buf, size_t cap)
+{
+    rb_metrics_extra_fn fn = atomic_load_explicit(&e->metrics_extra, memory_order_acquire);
+    if (!fn)
+        return 0;
+    return fn(buf, cap, atomic_load_explicit(&e->metrics_extra_user, memory_order_relaxed));
 }
 
 static struct rb__worker *owner_of(struct rb_engine *e, uint64_t id)

@@ -9,6 +9,7 @@
 
 #include "ringbeat.h"
 #include "proto.h"
+#include "proxy.h"
 #include "slab.h"
 #include "uring.h"
 #include "wheel.h"
@@ -80,6 +81,8 @@ struct rb__conn_ext {
     uint32_t out_len, out_off, out_cap;
     bool have_peer;
     struct sockaddr_storage peer;
+    uint8_t *proxy;     /* a PROXY header split across reads (RB__PROXY_MAX bytes) */
+    uint32_t proxy_len; /* ... bytes of it held */
 };
 
 /* Bytes of the record the connection's codec owns (v1: a split frame's length and 7 bytes). */
@@ -91,9 +94,11 @@ struct rb__conn {
     uint32_t interval_ms;
     uint32_t timeout_ms;
     uint32_t gen;
-    uint32_t slot : 20;    /* < RB__MAX_SLOTS */
-    uint32_t listener : 4; /* < RB_LISTEN_MAX: names the codec (and transport) */
-    uint32_t spare : 8;
+    uint32_t slot : 20;         /* < RB__MAX_SLOTS */
+    uint32_t listener : 4;      /* < RB_LISTEN_MAX: names the codec (and transport) */
+    uint32_t proxy_pending : 1; /* the PROXY header is still to come: bytes go to proxy.c */
+    uint32_t proxy_local : 1;   /* the header was LOCAL: the balancer's own connection */
+    uint32_t spare : 6;
     uint16_t ring; /* index within its worker */
     uint8_t state; /* bits 0-1 liveness, 2-3 mode, 4-6 weight of the mark */
     uint8_t flags; /* RB__CF_* */
@@ -237,7 +242,10 @@ struct rb_engine {
     _Atomic int stop;
     uint64_t epoch_ns;
     struct rb__listener listeners[RB_LISTEN_MAX];
-    uint64_t token_key;      /* keys the PING tokens so a forged PONG is not taken for ours */
+    uint64_t token_key; /* keys the PING tokens so a forged PONG is not taken for ours */
+    _Atomic(const struct rb_auth *) auth; /* rb_engine_set_auth; NULL: ids on trust */
+    _Atomic(rb_metrics_extra_fn) metrics_extra;
+    void *_Atomic metrics_extra_user;
     pthread_mutex_t ip_lock; /* per-address counts: taken at accept and close only */
     struct rb__ip_count *ip_table;
     uint32_t ip_mask, ip_used;
@@ -366,6 +374,9 @@ void rb__accept_keep_armed(struct rb__worker *w);
 void rb__accept_cancel(struct rb__worker *w, struct rb__ring *r);
 void rb__on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe);
 void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe);
+/* The peer's address is known (getpeername, or a PROXY header): counts it for
+ * --max-conns-per-ip and keeps it for on_open. -1 when the connection was released. */
+int rb__peer_apply(struct rb__worker *w, struct rb__conn *c, const struct sockaddr_storage *peer);
 
 /* ---- cross-thread mailbox (mbox.c) ---- */
 

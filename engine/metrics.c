@@ -6,6 +6,9 @@
 
 #include "ringbeat.h"
 
+/* engine.c: the component series set with rb_engine_set_metrics_extra (0 when none). */
+size_t rb__engine_metrics_extra(struct rb_engine *e, char *buf, size_t cap);
+
 /* ---- rendering ---- */
 
 struct out {
@@ -44,8 +47,9 @@ static const enum rb_protocol protocols[] = {RB_PROTOCOL_V1, RB_PROTOCOL_WS};
 /* Every reason is always exported, zero or not, so rate() never sees a series appear from nothing.
  */
 static const int close_reasons[] = {
-    RB_CLOSE_NORMAL,  RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL, RB_CLOSE_FULL, RB_CLOSE_SHUTDOWN,
-    RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_PEER,     RB_CLOSE_EOF,  RB_CLOSE_RESET,
+    RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+    RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
+    RB_CLOSE_UNAUTHORIZED, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
 };
 
 static void counter(struct out *o, const char *name, const char *help, uint64_t v)
@@ -221,11 +225,25 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
             "PINGs held back a tick by pacing (bursts beyond twice the average rate).",
             s.pings_deferred);
 
+    help_type(&o, "ringbeat_auth_refused_total", "counter",
+              "Openings refused for their token (--auth-secret-file), by why.");
+    for (int r = RB_AUTH_MISSING; r <= RB_AUTH_FORGED; r++)
+        emit(&o, "ringbeat_auth_refused_total{why=\"%s\"} %llu\n",
+             rb_auth_result_name((enum rb_auth_result)r), (unsigned long long)s.auth_refused[r]);
+    help_type(&o, "ringbeat_proxy_refused_total", "counter",
+              "Connections closed before their PROXY header was used (--proxy-protocol).");
+    emit(&o, "ringbeat_proxy_refused_total{why=\"source\"} %llu\n",
+         (unsigned long long)s.proxy_refused);
+    emit(&o, "ringbeat_proxy_refused_total{why=\"header\"} %llu\n",
+         (unsigned long long)s.proxy_bad);
+
     uint64_t allocated = 0, resident = 0;
     rb_memory_stats(&allocated, &resident);
     gauge(&o, "ringbeat_memory_allocated_bytes", "Bytes allocated by the process (jemalloc).",
           allocated);
     gauge(&o, "ringbeat_memory_resident_bytes", "Resident bytes of the allocator (jemalloc).",
           resident);
+    size_t room = o.len < o.cap ? o.cap - o.len : 0;
+    o.len += rb__engine_metrics_extra(e, room ? o.buf + o.len : NULL, room);
     return o.len;
 }

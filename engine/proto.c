@@ -90,14 +90,32 @@ int rb__hello_parse(const uint8_t *p, size_t len, struct rb__hello *out)
 {
     if (len < RB__HELLO_MIN || len > RB__HELLO_MAX)
         return -EPROTO;
-    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_SILENT || rb__get_u16(p + 2) != 0)
+    uint16_t flags = rb__get_u16(p + 2);
+    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_SILENT || (flags & ~RB__HELLO_F_TOKEN))
         return -EPROTO;
     out->version = p[0];
     out->mode = p[1];
     out->interval_ms = rb__get_u32(p + 4);
     out->timeout_ms = rb__get_u32(p + 8);
-    out->client_id = p + RB__HELLO_MIN;
-    out->client_id_len = len - RB__HELLO_MIN;
+    if (!(flags & RB__HELLO_F_TOKEN)) {
+        if (len > RB__HELLO_PLAIN_MAX)
+            return -EPROTO;
+        out->client_id = p + RB__HELLO_MIN;
+        out->client_id_len = len - RB__HELLO_MIN;
+        out->token = NULL;
+        out->token_len = 0;
+        return 0;
+    }
+    if (len < RB__HELLO_MIN + 1)
+        return -EPROTO;
+    size_t id_len = p[RB__HELLO_MIN];
+    size_t rest = len - RB__HELLO_MIN - 1;
+    if (id_len > RB_CLIENT_ID_MAX || id_len >= rest || rest - id_len > RB__HELLO_TOKEN_MAX)
+        return -EPROTO; /* the token is 1..255 bytes */
+    out->client_id = p + RB__HELLO_MIN + 1;
+    out->client_id_len = id_len;
+    out->token = out->client_id + id_len;
+    out->token_len = rest - id_len;
     return 0;
 }
 
@@ -168,19 +186,27 @@ size_t rb__put_header(uint8_t *out, uint8_t type, uint16_t payload_len)
 
 size_t rb__put_hello(uint8_t *out, const struct rb__hello *h)
 {
-    size_t id_len = h->client_id_len;
-    /* A longer id would make a frame every server refuses; send what fits. */
+    size_t id_len = h->client_id_len, token_len = h->token ? h->token_len : 0;
+    /* A longer id or token would make a frame every server refuses; send what fits. */
     if (id_len > RB_CLIENT_ID_MAX)
         id_len = RB_CLIENT_ID_MAX;
-    uint8_t *p = out + rb__put_header(out, RB_FRAME_HELLO, (uint16_t)(RB__HELLO_MIN + id_len));
+    if (token_len > RB__HELLO_TOKEN_MAX)
+        token_len = RB__HELLO_TOKEN_MAX;
+    size_t len = RB__HELLO_MIN + (token_len ? 1 : 0) + id_len + token_len;
+    uint8_t *p = out + rb__put_header(out, RB_FRAME_HELLO, (uint16_t)len);
     p[0] = h->version;
     p[1] = h->mode;
-    put_u16(p + 2, 0);
+    put_u16(p + 2, token_len ? RB__HELLO_F_TOKEN : 0);
     put_u32(p + 4, h->interval_ms);
     put_u32(p + 8, h->timeout_ms);
+    uint8_t *id = p + RB__HELLO_MIN;
+    if (token_len)
+        *id++ = (uint8_t)id_len;
     if (id_len > 0)
-        memcpy(p + RB__HELLO_MIN, h->client_id, id_len);
-    return RB_FRAME_HEADER_LEN + RB__HELLO_MIN + id_len;
+        memcpy(id, h->client_id, id_len);
+    if (token_len)
+        memcpy(id + id_len, h->token, token_len);
+    return RB_FRAME_HEADER_LEN + len;
 }
 
 size_t rb__put_welcome(uint8_t *out, const struct rb__welcome *w)

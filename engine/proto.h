@@ -8,10 +8,14 @@
 
 #include "ringbeat.h"
 
-#define RB__PING_LEN         8
-#define RB__TUNE_LEN         8
-#define RB__HELLO_MIN        12
-#define RB__HELLO_MAX        (RB__HELLO_MIN + RB_CLIENT_ID_MAX)
+#define RB__PING_LEN        8
+#define RB__TUNE_LEN        8
+#define RB__HELLO_MIN       12
+#define RB__HELLO_PLAIN_MAX (RB__HELLO_MIN + RB_CLIENT_ID_MAX)
+#define RB__HELLO_TOKEN_MAX 255 /* bytes of a token on the wire (RB_TOKEN_MAX is ours) */
+/* With a token: the fixed part, u8 id length, the id, the token. */
+#define RB__HELLO_MAX        (RB__HELLO_MIN + 1 + RB_CLIENT_ID_MAX + RB__HELLO_TOKEN_MAX)
+#define RB__HELLO_F_TOKEN    0x0001 /* HELLO flags (the former reserved u16): a token follows */
 #define RB__WELCOME_LEN      20
 #define RB__CLOSE_MIN        2
 #define RB__CLOSE_REASON_MAX 123
@@ -39,8 +43,14 @@ struct rb__hello {
     uint32_t timeout_ms;  /* 0: server default */
     const uint8_t *client_id;
     size_t client_id_len;
+    const uint8_t *token; /* NULL when the HELLO carries none (token_len 0) */
+    size_t token_len;
 };
-/* Parses a HELLO payload: -EPROTO on a wrong version, mode, reserved field or length. */
+/*
+ * Parses a HELLO payload: -EPROTO on a wrong version or mode, an unknown flag, or a length that
+ * does not fit the layout (docs/protocol.md: without RB__HELLO_F_TOKEN the id is the rest of the
+ * payload, 0..64 bytes; with it, u8 id length 0..64, the id, then a token of 1..255 bytes).
+ */
 int rb__hello_parse(const uint8_t *p, size_t len, struct rb__hello *out);
 
 struct rb__welcome {

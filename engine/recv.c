@@ -46,6 +46,63 @@ static void rearm_queue(struct rb__worker *w, struct rb__ring *r, struct rb__con
 }
 
 /*
+ * --proxy-protocol: the stage before the codec. Until the PROXY header is complete every byte
+ * goes to proxy.c (a header split across reads waits in ext->proxy); then the header's address
+ * becomes the peer (per-IP limit, on_open) and the bytes after it go on to the codec. *p and *n
+ * are advanced past what the stage took. -1: the connection was released.
+ */
+static int proxy_stage(struct rb__worker *w, struct rb__conn *c, const uint8_t **p, size_t *n)
+{
+    struct rb__conn_ext *x = rb__conn_ext(w, c);
+    struct rb__proxy_hdr h;
+    size_t held = x ? x->proxy_len : 0, used;
+    int r;
+    if (!x) {
+        r = -ENOMEM;
+    } else if (!x->proxy) {
+        r = rb__proxy_parse(*p, *n, &h); /* the usual case: the whole header in one read */
+        if (r == 0 && !(x->proxy = malloc(RB__PROXY_MAX)))
+            r = -ENOMEM;
+        if (r == 0) {
+            memcpy(x->proxy, *p, *n); /* shorter than RB__PROXY_MAX, or parse had refused it */
+            x->proxy_len = (uint32_t)*n;
+            *n = 0;
+            return 0;
+        }
+    } else {
+        size_t take = *n < RB__PROXY_MAX - held ? *n : RB__PROXY_MAX - held;
+        memcpy(x->proxy + held, *p, take);
+        x->proxy_len += (uint32_t)take;
+        r = rb__proxy_parse(x->proxy, x->proxy_len, &h);
+        if (r == 0) {
+            *n = 0;
+            return 0;
+        }
+    }
+    if (r < 0) {
+        if (r == -EPROTO)
+            RB__INC(w, proxy_bad);
+        rb__conn_release(w, c, r == -EPROTO ? RB_CLOSE_PROTOCOL : RB_CLOSE_RESET, 0);
+        return -1;
+    }
+    used = (size_t)r - held;
+    free(x->proxy);
+    x->proxy = NULL;
+    x->proxy_len = 0;
+    c->proxy_pending = 0;
+    c->proxy_local = h.local;
+    /* rb__on_peer kept the connection's own address in ext: it stands for a LOCAL header. */
+    struct sockaddr_storage peer = h.local ? x->peer : h.src;
+    x->have_peer = false;
+    if (rb__peer_apply(w, c, &peer) < 0)
+        return -1;
+    rb__conn_ext_trim(c);
+    *p += used;
+    *n -= used;
+    return 0;
+}
+
+/*
  * Bytes go to the connection's codec (the transport layer sits here); this file never sees a
  * frame. IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
  */
@@ -57,9 +114,12 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         if (c && cqe->res > 0) {
+            const uint8_t *p = rb__bufring_addr(&r->bufs, bid);
+            size_t n = (size_t)cqe->res;
             RB__ADD(w, bytes_in, (uint64_t)cqe->res);
-            if (rb__conn_codec(w, c)->input(w, c, rb__bufring_addr(&r->bufs, bid),
-                                            (size_t)cqe->res) < 0)
+            if (c->proxy_pending && proxy_stage(w, c, &p, &n) < 0)
+                c = NULL;
+            else if (n && rb__conn_codec(w, c)->input(w, c, p, n) < 0)
                 c = NULL;
         }
         rb__bufring_recycle(&r->bufs, bid);

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -69,10 +70,29 @@ static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__wel
         rb__live_start(w, c);
 }
 
+int rb__sess_authorize(struct rb__worker *w, const struct rb__conn *c,
+                       const struct rb__open_params *op)
+{
+    const struct rb_auth *a = atomic_load_explicit(&w->e->auth, memory_order_acquire);
+    if (!a || c->proxy_local)
+        return 0;
+    enum rb_auth_result r =
+        rb_auth_verify(a, op->client_id, op->client_id_len, (const char *)op->token, op->token_len,
+                       (uint64_t)time(NULL));
+    if (r == RB_AUTH_OK)
+        return 0;
+    RB__INC(w, auth_refused[r]);
+    rb_log(RB_LOG_DEBUG, "unauthorized", "worker=%u conn=%llu why=%s client_len=%zu", w->index,
+           (unsigned long long)rb__conn_id(w, c), rb_auth_result_name(r), op->client_id_len);
+    return -EACCES;
+}
+
 int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__open_params *op,
                   bool welcome)
 {
     struct rb__welcome_info wi;
+    if (!op->authorized && rb__sess_authorize(w, c, op) < 0)
+        return -EACCES;
     if (rb__sess_clamp(&w->e->cfg, op, &wi) < 0)
         return -EPROTO;
     uint64_t id = wi.conn_id = rb__conn_id(w, c);
@@ -92,7 +112,8 @@ int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__ope
                                 .interval_ms = wi.interval_ms,
                                 .timeout_ms = wi.timeout_ms,
                                 .client_id = (const char *)op->client_id,
-                                .client_id_len = op->client_id_len};
+                                .client_id_len = op->client_id_len,
+                                .proxy_local = c->proxy_local};
     info.peer.ss_family = AF_UNSPEC;
     if (c->ext && c->ext->have_peer) {
         info.peer = c->ext->peer;

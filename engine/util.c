@@ -141,6 +141,10 @@ const char *rb_close_code_name(int code)
         return "too_big";
     case RB_CLOSE_SLOW_READER:
         return "slow_reader";
+    case RB_CLOSE_REPLACED:
+        return "replaced";
+    case RB_CLOSE_UNAUTHORIZED:
+        return "unauthorized";
     case RB_CLOSE_PEER:
         return "peer";
     case RB_CLOSE_EOF:

@@ -168,8 +168,81 @@ static void test_roundtrip_hello(void **state)
     memset(big, 'q', sizeof(big));
     struct rb__hello in = {.version = 1, .client_id = big, .client_id_len = sizeof(big)};
     uint8_t out[RB_FRAME_HEADER_LEN + RB__HELLO_MAX + 8];
-    assert_int_equal(rb__put_hello(out, &in), RB_FRAME_HEADER_LEN + RB__HELLO_MAX);
-    accept_header(out, RB_FRAME_HEADER_LEN + RB__HELLO_MAX, RB_FRAME_HELLO);
+    assert_int_equal(rb__put_hello(out, &in), RB_FRAME_HEADER_LEN + RB__HELLO_PLAIN_MAX);
+    accept_header(out, RB_FRAME_HEADER_LEN + RB__HELLO_PLAIN_MAX, RB_FRAME_HELLO);
+}
+
+/* The token extension: u8 id length, id, token; flags bit 0 says it is there. */
+static void test_roundtrip_hello_token(void **state)
+{
+    (void)state;
+    uint8_t id[RB_CLIENT_ID_MAX], tok[RB__HELLO_TOKEN_MAX + 10];
+    memset(id, 'i', sizeof(id));
+    memset(tok, 't', sizeof(tok));
+    static const size_t id_lens[] = {0, 1, 36, 64};
+    static const size_t tok_lens[] = {1, 2, 64, 255};
+    for (size_t k = 0; k < 4; k++) {
+        for (size_t t = 0; t < 4; t++) {
+            struct rb__hello in = {.version = 1,
+                                   .mode = 1,
+                                   .interval_ms = 5000,
+                                   .client_id = id,
+                                   .client_id_len = id_lens[k],
+                                   .token = tok,
+                                   .token_len = tok_lens[t]};
+            uint8_t out[RB_FRAME_HEADER_LEN + RB__HELLO_MAX];
+            size_t n = rb__put_hello(out, &in);
+            assert_int_equal(n, RB_FRAME_HEADER_LEN + RB__HELLO_MIN + 1 + id_lens[k] + tok_lens[t]);
+            assert_int_equal(out[6], 0);
+            assert_int_equal(out[7], 1); /* the token flag */
+            accept_header(out, n, RB_FRAME_HELLO);
+            struct rb__hello got;
+            assert_int_equal(rb__hello_parse(out + 4, n - 4, &got), 0);
+            assert_int_equal(got.client_id_len, id_lens[k]);
+            assert_int_equal(got.token_len, tok_lens[t]);
+            assert_ptr_equal(got.token, got.client_id + id_lens[k]);
+            assert_memory_equal(got.token, tok, tok_lens[t]);
+            assert_int_equal(got.interval_ms, 5000);
+        }
+    }
+    /* A token longer than the wire allows is cut to 255 bytes. */
+    struct rb__hello in = {.version = 1, .token = tok, .token_len = sizeof(tok)};
+    uint8_t out[RB_FRAME_HEADER_LEN + RB__HELLO_MAX + 16];
+    assert_int_equal(rb__put_hello(out, &in), RB_FRAME_HEADER_LEN + RB__HELLO_MIN + 1 + 255);
+    /* Without a token the frame is byte for byte the one older clients send. */
+    struct rb__hello plain = {.version = 1, .client_id = id, .client_id_len = 2};
+    assert_int_equal(rb__put_hello(out, &plain), RB_FRAME_HEADER_LEN + RB__HELLO_MIN + 2);
+    assert_int_equal(out[6] | out[7], 0);
+}
+
+static void test_hello_token_every_layout(void **state)
+{
+    (void)state;
+    uint8_t p[RB__HELLO_MAX + 8];
+    for (size_t len = 0; len <= sizeof(p); len++) {
+        for (unsigned id_len = 0; id_len <= 70; id_len++) {
+            memset(p, 'x', sizeof(p));
+            static const uint8_t v[] = {1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0};
+            memcpy(p, v, sizeof(v));
+            p[12] = (uint8_t)id_len;
+            struct rb__hello h;
+            int rc = rb__hello_parse(p, len, &h);
+            bool ok = len >= 14 && len <= RB__HELLO_MAX && id_len <= 64 && id_len + 13 < len &&
+                      len - 13 - id_len <= 255;
+            if (rc != (ok ? 0 : -EPROTO))
+                fail_msg("len %zu id_len %u: got %d", len, id_len, rc);
+            if (ok) {
+                assert_int_equal(h.client_id_len, id_len);
+                assert_int_equal(h.token_len, len - 13 - id_len);
+            }
+        }
+    }
+    /* Unknown flags are refused, with or without the token flag. */
+    for (unsigned bit = 1; bit < 16; bit++) {
+        uint8_t q[20] = {1, 0, (uint8_t)((1u << bit) >> 8), (uint8_t)((1u << bit) | 1)};
+        struct rb__hello h;
+        assert_int_equal(rb__hello_parse(q, sizeof(q), &h), -EPROTO);
+    }
 }
 
 static void test_roundtrip_welcome(void **state)
@@ -305,7 +378,7 @@ static int expected_check(unsigned type, unsigned len, uint32_t max_frame)
 {
     switch (type) {
     case RB_FRAME_HELLO:
-        return len >= 12 && len <= 76 ? 0 : -EPROTO;
+        return len >= 12 && len <= 332 ? 0 : -EPROTO; /* 76 without a token */
     case RB_FRAME_WELCOME:
         return len == 20 ? 0 : -EPROTO;
     case RB_FRAME_PING:
@@ -355,7 +428,7 @@ static void test_check_named_cases(void **state)
     assert_int_equal(check(RB_FRAME_PING, 9, MAX_FRAME, &h), -EPROTO);
     assert_int_equal(check(RB_FRAME_PONG, 0, MAX_FRAME, &h), -EPROTO);
     assert_int_equal(check(RB_FRAME_HELLO, 11, MAX_FRAME, &h), -EPROTO);
-    assert_int_equal(check(RB_FRAME_HELLO, 77, MAX_FRAME, &h), -EPROTO);
+    assert_int_equal(check(RB_FRAME_HELLO, 333, MAX_FRAME, &h), -EPROTO);
     assert_int_equal(check(RB_FRAME_WELCOME, 19, MAX_FRAME, &h), -EPROTO);
     assert_int_equal(check(RB_FRAME_WELCOME, 21, MAX_FRAME, &h), -EPROTO);
     assert_int_equal(check(RB_FRAME_CLOSE, 1, MAX_FRAME, &h), -EPROTO);
@@ -388,7 +461,7 @@ static void valid_hello(uint8_t *p)
 {
     static const uint8_t v[] = {1, 0, 0, 0, 0, 0, 0x27, 0x10, 0, 0, 0x75, 0x30};
     memcpy(p, v, sizeof(v));
-    memset(p + 12, 'c', RB_CLIENT_ID_MAX + 8);
+    memset(p + 12, 'c', RB__HELLO_MAX - 12 + 8);
 }
 
 static void test_hello_every_length(void **state)
@@ -399,7 +472,7 @@ static void test_hello_every_length(void **state)
     for (size_t len = 0; len <= sizeof(p); len++) {
         struct rb__hello h;
         int rc = rb__hello_parse(p, len, &h);
-        if (len >= RB__HELLO_MIN && len <= RB__HELLO_MAX) {
+        if (len >= RB__HELLO_MIN && len <= RB__HELLO_PLAIN_MAX) {
             assert_int_equal(rc, 0);
             assert_int_equal(h.client_id_len, len - 12);
             assert_int_equal(h.interval_ms, 10000);
@@ -651,6 +724,8 @@ int main(void)
         cmocka_unit_test(test_data_bytes),
         cmocka_unit_test(test_get_helpers),
         cmocka_unit_test(test_roundtrip_hello),
+        cmocka_unit_test(test_roundtrip_hello_token),
+        cmocka_unit_test(test_hello_token_every_layout),
         cmocka_unit_test(test_roundtrip_welcome),
         cmocka_unit_test(test_roundtrip_ping_pong),
         cmocka_unit_test(test_roundtrip_close),

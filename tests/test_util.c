@@ -93,7 +93,8 @@ static void test_names(void **state)
         {RB_CLOSE_EOF, "eof"},
         {RB_CLOSE_RESET, "reset"},
         {0, "unknown"},
-        {8, "unknown"},
+        {RB_CLOSE_REPLACED, "replaced"},
+        {RB_CLOSE_UNAUTHORIZED, "unauthorized"},
         {-1, "unknown"},
         {RB_CLOSE_REASON_MAX, "unknown"},
     };

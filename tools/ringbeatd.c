@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "presence.h"
 #include "ringbeat.h"
 
 /* Exit codes (documented in --help and ringbeatd(8)). */
@@ -33,6 +35,10 @@ struct options {
     uint64_t stats_interval_ms;
     bool timeout_given;
     bool min_interval_given, max_interval_given;
+    struct rbp_config presence;
+    const char *redis_password_file;
+    const char *auth_secret_file;
+    char node_buf[65];
 };
 
 static const char usage_text[] =
@@ -64,6 +70,20 @@ static const char usage_text[] =
     "  --drain-timeout D      on SIGTERM, time allowed to flush CLOSE(5) (default 5s)\n"
     "  --max-pending-out BYTES  queued output per connection before CLOSE(7) (default 64k)\n"
     "  --metrics ADDR:PORT    serve Prometheus metrics on GET /metrics\n"
+    "  --redis URL            publish presence to Redis and read this node's inbox:\n"
+    "                         redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] (docs/presence.md)\n"
+    "  --redis-password-file FILE  Redis AUTH password (or RINGBEAT_REDIS_PASSWORD)\n"
+    "  --node NAME            this node's name in Redis (default: the host name)\n"
+    "  --redis-prefix P       key prefix (default ringbeat:)\n"
+    "  --redis-events-max N   MAXLEN ~ of the events stream (default 1000000)\n"
+    "  --redis-node-ttl D     TTL of the node key, refreshed every third (default 30s)\n"
+    "  --redis-queue N        presence events queued for Redis, a power of two (default 65536)\n"
+    "  --single-session       a client id connects once: a newer session closes the older\n"
+    "                         one with CLOSE(8), on whichever node it is (with --redis)\n"
+    "  --auth-secret-file FILE  accept a client id only with a token from these keys\n"
+    "                         (HMAC-SHA256; SIGHUP rereads the file; docs/presence.md)\n"
+    "  --proxy-protocol       every connection starts with a PROXY v1/v2 header\n"
+    "  --proxy-from CIDR      sources allowed to send it (repeatable; default 127.0.0.0/8, ::1)\n"
     "  --log-level L          error|warn|info|debug (default info)\n"
     "  --log-format F         text|json (default text)\n"
     "  --log-file PATH        log here instead of stderr; SIGHUP reopens it\n"
@@ -103,6 +123,17 @@ enum {
     OPT_LOG_FORMAT,
     OPT_LOG_FILE,
     OPT_STATS_INTERVAL,
+    OPT_REDIS,
+    OPT_REDIS_PASSWORD_FILE,
+    OPT_NODE,
+    OPT_REDIS_PREFIX,
+    OPT_REDIS_EVENTS_MAX,
+    OPT_REDIS_NODE_TTL,
+    OPT_REDIS_QUEUE,
+    OPT_SINGLE_SESSION,
+    OPT_AUTH_SECRET_FILE,
+    OPT_PROXY_PROTOCOL,
+    OPT_PROXY_FROM,
 };
 
 static const struct option long_options[] = {
@@ -132,6 +163,17 @@ static const struct option long_options[] = {
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"redis-password-file", required_argument, NULL, OPT_REDIS_PASSWORD_FILE},
+    {"node", required_argument, NULL, OPT_NODE},
+    {"redis-prefix", required_argument, NULL, OPT_REDIS_PREFIX},
+    {"redis-events-max", required_argument, NULL, OPT_REDIS_EVENTS_MAX},
+    {"redis-node-ttl", required_argument, NULL, OPT_REDIS_NODE_TTL},
+    {"redis-queue", required_argument, NULL, OPT_REDIS_QUEUE},
+    {"single-session", no_argument, NULL, OPT_SINGLE_SESSION},
+    {"auth-secret-file", required_argument, NULL, OPT_AUTH_SECRET_FILE},
+    {"proxy-protocol", no_argument, NULL, OPT_PROXY_PROTOCOL},
+    {"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -205,6 +247,19 @@ static uint32_t parse_duration_ms(const char *flag, const char *s, uint64_t min_
     return (uint32_t)ms;
 }
 
+/* Node names appear in key names and in CLIENT SETNAME: no blanks, nothing exotic. */
+static bool valid_node(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr("._-:", s[i])))
+            return false;
+    return true;
+}
+
 /* The engine's own parsers, so the daemon and the engine agree on what an address is. */
 static bool valid_addr(const char *s)
 {
@@ -227,6 +282,9 @@ static void parse_args(int argc, char **argv, struct options *o)
     o->max_interval_given = false;
     c->echo_data = true;
     c->listen_count = 0;
+    rbp_config_init(&o->presence);
+    o->redis_password_file = NULL;
+    o->auth_secret_file = NULL;
 
     const uint32_t hour_ms = 3600u * 1000;
     const uint32_t day_ms = 24u * hour_ms;
@@ -351,6 +409,59 @@ static void parse_args(int argc, char **argv, struct options *o)
             o->stats_interval_ms = us / 1000;
             break;
         }
+        case OPT_REDIS: {
+            int rc = rbp_url_check(optarg);
+            if (rc == -EPERM)
+                usage_error("--redis: no password in the URL (it would show in the process "
+                            "list): use --redis-password-file or RINGBEAT_REDIS_PASSWORD");
+            if (rc < 0)
+                usage_error("--redis: '%s' is not redis://HOST[:PORT][/DB] or unix:///PATH",
+                            optarg);
+            o->presence.url = optarg;
+            break;
+        }
+        case OPT_REDIS_PASSWORD_FILE:
+            o->redis_password_file = optarg;
+            break;
+        case OPT_NODE:
+            if (!valid_node(optarg))
+                usage_error("--node: '%s' is not 1..64 of A-Z a-z 0-9 . _ - :", optarg);
+            o->presence.node = optarg;
+            break;
+        case OPT_REDIS_PREFIX:
+            if (strlen(optarg) > 100 || strpbrk(optarg, " \t\r\n"))
+                usage_error("--redis-prefix: '%s' is longer than 100 bytes or has blanks", optarg);
+            o->presence.prefix = optarg;
+            break;
+        case OPT_REDIS_EVENTS_MAX:
+            o->presence.events_max = parse_uint("--redis-events-max", optarg, 1, UINT32_MAX);
+            break;
+        case OPT_REDIS_NODE_TTL:
+            o->presence.node_ttl_ms = parse_duration_ms("--redis-node-ttl", optarg, 1000, day_ms);
+            break;
+        case OPT_REDIS_QUEUE: {
+            uint64_t n = parse_uint("--redis-queue", optarg, 64, 1u << 24);
+            if ((n & (n - 1)) != 0)
+                usage_error("--redis-queue: %s is not a power of two", optarg);
+            o->presence.queue_events = (uint32_t)n;
+            break;
+        }
+        case OPT_SINGLE_SESSION:
+            o->presence.single_session = true;
+            break;
+        case OPT_AUTH_SECRET_FILE:
+            o->auth_secret_file = optarg;
+            break;
+        case OPT_PROXY_PROTOCOL:
+            c->proxy_protocol = true;
+            break;
+        case OPT_PROXY_FROM:
+            if (c->proxy_from_count == RB_PROXY_FROM_MAX)
+                usage_error("--proxy-from: at most %d prefixes", RB_PROXY_FROM_MAX);
+            if (rb_parse_cidr(optarg, &c->proxy_from[c->proxy_from_count]) < 0)
+                usage_error("--proxy-from: '%s' is not ADDR[/BITS] (e.g. 10.0.0.0/8, ::1)", optarg);
+            c->proxy_from_count++;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             exit(EXIT_OK);
@@ -367,6 +478,15 @@ static void parse_args(int argc, char **argv, struct options *o)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    if (c->proxy_from_count && !c->proxy_protocol)
+        usage_error("--proxy-from is meaningless without --proxy-protocol");
+    if (o->redis_password_file && !o->presence.url)
+        usage_error("--redis-password-file needs --redis");
+    if (!o->presence.node) {
+        if (gethostname(o->node_buf, sizeof(o->node_buf) - 1) < 0 || !valid_node(o->node_buf))
+            usage_error("--node: the host name is not a usable node name; give --node");
+        o->presence.node = o->node_buf;
+    }
 
     /*
      * An --interval outside the default HELLO clamps widens them (tests run with 200ms intervals);
@@ -436,8 +556,9 @@ static double hist_quantile(const struct rb_hist *h, const uint32_t *bounds, dou
 static void log_stats(struct rb_engine *e, const char *event)
 {
     static const int reasons[] = {
-        RB_CLOSE_NORMAL,  RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL, RB_CLOSE_FULL, RB_CLOSE_SHUTDOWN,
-        RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_PEER,     RB_CLOSE_EOF,  RB_CLOSE_RESET,
+        RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+        RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
+        RB_CLOSE_UNAUTHORIZED, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
     };
     struct rb_stats s;
     memset(&s, 0, sizeof(s));
@@ -497,6 +618,82 @@ static const char *signal_name(int sig)
     }
 }
 
+/* ---- presence, tokens, logs of connections ---- */
+
+/* The first line of a file, without its line end; the caller frees it. */
+static char *read_secret(const char *path, const char *flag)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        fprintf(stderr, "ringbeatd: %s: cannot open '%s': %s\n", flag, path, strerror(errno));
+        exit(EXIT_USAGE);
+    }
+    char buf[1024];
+    char *line = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    if (line)
+        buf[strcspn(buf, "\r\n")] = '\0';
+    if (!line || !buf[0]) {
+        fprintf(stderr, "ringbeatd: %s: '%s' holds no password on its first line\n", flag, path);
+        exit(EXIT_USAGE);
+    }
+    char *out = strdup(buf);
+    memset(buf, 0, sizeof(buf));
+    return out;
+}
+
+static void warn_if_readable(const char *path, const char *flag)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        rb_log(RB_LOG_WARN, "secret_file_mode", "flag=%s path=%s mode=%03o hint=\"chmod 600\"",
+               flag, path, (unsigned)(st.st_mode & 0777));
+}
+
+/* --log-level debug: one line per open (with the peer address: from the PROXY header when
+ * there is one) and per close, around the presence component's callbacks. */
+static struct rb_callbacks inner_cb;
+
+static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "-";
+    unsigned port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+}
+
+static void log_open(struct rb_engine *e, const struct rb_conn_info *info, void *user)
+{
+    char peer[INET6_ADDRSTRLEN + 16], client[2 * RB_CLIENT_ID_MAX + 1];
+    format_peer(&info->peer, peer, sizeof(peer));
+    size_t n = 0;
+    for (size_t i = 0; i < info->client_id_len && n + 2 < sizeof(client); i++) {
+        unsigned char ch = (unsigned char)info->client_id[i];
+        client[n++] = ch > 0x20 && ch < 0x7f && ch != '"' && ch != '\\' ? (char)ch : '?';
+    }
+    client[n] = '\0';
+    rb_log(RB_LOG_DEBUG, "conn_open", "conn=%llu peer=%s client=\"%s\" proxy_local=%d",
+           (unsigned long long)info->id, peer, client, info->proxy_local);
+    if (inner_cb.on_open)
+        inner_cb.on_open(e, info, user);
+}
+
+static void log_close(struct rb_engine *e, uint64_t id, int reason, int peer_code, void *user)
+{
+    rb_log(RB_LOG_DEBUG, "conn_close", "conn=%llu reason=%s", (unsigned long long)id,
+           rb_close_code_name(reason));
+    if (inner_cb.on_close)
+        inner_cb.on_close(e, id, reason, peer_code, user);
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -526,6 +723,50 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Keys: every generation loaded stays until exit (a worker may be reading the previous one). */
+    struct rb_auth *auth_keys[64];
+    unsigned auth_gen = 0;
+    if (o.auth_secret_file) {
+        int arc = rb_auth_load(o.auth_secret_file, &auth_keys[0]);
+        if (arc < 0) {
+            fprintf(stderr, "ringbeatd: --auth-secret-file: cannot use '%s': %s\n",
+                    o.auth_secret_file,
+                    arc == -EINVAL ? "a line is not a hex key of 16..128 bytes, or no key"
+                                   : strerror(-arc));
+            return EXIT_USAGE;
+        }
+        warn_if_readable(o.auth_secret_file, "--auth-secret-file");
+        o.cfg.auth = auth_keys[auth_gen++];
+    }
+
+    struct rbp *presence = NULL;
+    char *password = NULL;
+    if (o.presence.url || o.presence.single_session) {
+        if (o.redis_password_file) {
+            password = read_secret(o.redis_password_file, "--redis-password-file");
+            warn_if_readable(o.redis_password_file, "--redis-password-file");
+        } else if (getenv("RINGBEAT_REDIS_PASSWORD") && getenv("RINGBEAT_REDIS_PASSWORD")[0]) {
+            password = strdup(getenv("RINGBEAT_REDIS_PASSWORD"));
+        }
+        o.presence.password = password;
+        int prc = rbp_create(&o.presence, &presence);
+        if (password) {
+            memset(password, 0, strlen(password));
+            free(password);
+        }
+        if (prc < 0) {
+            rb_log(RB_LOG_ERROR, "start_failed", "op=presence err=\"%s\"", strerror(-prc));
+            return EXIT_RUNTIME;
+        }
+        rbp_attach(presence, &o.cfg);
+    }
+    if (o.log_level >= RB_LOG_DEBUG) {
+        inner_cb = o.cfg.cb;
+        o.cfg.cb.on_open = log_open;
+        o.cfg.cb.on_close = log_close;
+        o.cfg.peer_addr = true;
+    }
+
     struct rb_engine *e = NULL;
     int rc = rb_engine_create(&o.cfg, &e);
     if (rc < 0) {
@@ -541,6 +782,21 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     /* The engine itself logs one `listening addr=...` line per listener, with the bound port. */
+    if (presence) {
+        rc = rbp_start(presence, e);
+        if (rc < 0) {
+            rb_log(RB_LOG_ERROR, "start_failed", "op=presence err=\"%s\"", strerror(-rc));
+            rb_engine_stop(e);
+            rb_engine_wait(e);
+            rb_engine_destroy(e);
+            rbp_destroy(presence);
+            return EXIT_RUNTIME;
+        }
+        rb_engine_set_metrics_extra(e, rbp_metrics, presence);
+        if (o.presence.url)
+            rb_log(RB_LOG_INFO, "presence", "redis=%s node=%s prefix=%s single_session=%d",
+                   o.presence.url, o.presence.node, o.presence.prefix, o.presence.single_session);
+    }
 
     struct rb_metrics *metrics = NULL;
     if (o.metrics_addr != NULL) {
@@ -642,6 +898,21 @@ int main(int argc, char **argv)
             log_stats(e, "stats");
             break;
         case SIGHUP:
+            if (o.auth_secret_file) {
+                struct rb_auth *na = NULL;
+                int arc = auth_gen < sizeof(auth_keys) / sizeof(auth_keys[0])
+                              ? rb_auth_load(o.auth_secret_file, &na)
+                              : -ENOSPC;
+                if (arc < 0) {
+                    rb_log(RB_LOG_ERROR, "auth_reload_failed", "path=%s err=\"%s\" keys=kept",
+                           o.auth_secret_file, strerror(-arc));
+                } else {
+                    auth_keys[auth_gen++] = na;
+                    rb_engine_set_auth(e, na);
+                    rb_log(RB_LOG_INFO, "auth_reloaded", "path=%s keys=%u", o.auth_secret_file,
+                           rb_auth_key_count(na));
+                }
+            }
             rc = rb_log_reopen();
             if (rc < 0)
                 rb_log(RB_LOG_ERROR, "log_reopen_failed", "path=%s err=\"%s\"", o.log_file,
@@ -667,7 +938,14 @@ int main(int argc, char **argv)
     log_stats(e, "final_stats");
     if (metrics != NULL)
         rb_metrics_stop(metrics);
+    if (presence) {
+        /* The drain's close events, then whatever this node held goes from Redis. */
+        rbp_stop(presence, o.cfg.drain_timeout_ms > 2000 ? o.cfg.drain_timeout_ms : 2000);
+    }
     rb_engine_destroy(e);
+    rbp_destroy(presence);
+    for (unsigned i = 0; i < auth_gen; i++)
+        rb_auth_free(auth_keys[i]);
     if (rc < 0) {
         rb_log(RB_LOG_ERROR, "stopped", "err=\"%s\"", strerror(-rc));
         return EXIT_RUNTIME;

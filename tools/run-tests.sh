@@ -16,16 +16,18 @@ run build-test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan+UBSan build =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
-echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats) =="
+echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats, presence threads) =="
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run build-tsan "integration_test_(scale|daemon|ops|metrics_http)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
-  -DRINGBEAT_BENCH=OFF
-echo "== libFuzzer (clang, ASan+UBSan): frame decoder, HELLO/CLOSE parsers, TLS 1.3 record opener =="
-fuzz_s=${RINGBEAT_FUZZ_SECONDS:-30}
+  run build-tsan "integration_test_(scale|daemon|ops|metrics_http|redis)" -DCMAKE_BUILD_TYPE=Debug \
+  -DRINGBEAT_TSAN=ON -DRINGBEAT_BENCH=OFF
+echo "== libFuzzer (clang, ASan+UBSan): every parser of network bytes =="
+fuzz_s=${RINGBEAT_FUZZ_SECONDS:-20}
+fuzz_targets="frame hello tls_record proxy token"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_tls_record fuzz_corpus
-for t in frame hello tls_record; do
+# shellcheck disable=SC2086
+cmake --build build-fuzz -j"$jobs" --target $(printf 'fuzz_%s ' $fuzz_targets) fuzz_corpus
+for t in $fuzz_targets; do
   mkdir -p "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t"
   if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$fuzz_s" -print_final_stats=1 \
       "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then

@@ -63,10 +63,12 @@ enum rb_close_code {
     RB_CLOSE_FULL = 4,
     RB_CLOSE_SHUTDOWN = 5,
     RB_CLOSE_TOO_BIG = 6,
-    RB_CLOSE_SLOW_READER = 7, /* extension: the peer does not read; pending output hit its cap */
-    RB_CLOSE_PEER = 64,       /* the peer sent CLOSE */
-    RB_CLOSE_EOF = 65,        /* the peer closed its side (FIN) */
-    RB_CLOSE_RESET = 66,      /* the peer reset the connection, or another socket error */
+    RB_CLOSE_SLOW_READER = 7,  /* extension: the peer does not read; pending output hit its cap */
+    RB_CLOSE_REPLACED = 8,     /* the same client id connected again (single session) */
+    RB_CLOSE_UNAUTHORIZED = 9, /* no valid token for the client id (rb_config.auth) */
+    RB_CLOSE_PEER = 64,        /* the peer sent CLOSE */
+    RB_CLOSE_EOF = 65,         /* the peer closed its side (FIN) */
+    RB_CLOSE_RESET = 66,       /* the peer reset the connection, or another socket error */
 };
 #define RB_CLOSE_REASON_MAX 67 /* array bound for per-reason counters */
 
@@ -91,6 +93,10 @@ struct rb_conn_info {
     const char *client_id; /* from HELLO (or the WebSocket URL); not NUL-terminated; may be empty */
     size_t client_id_len;
     struct sockaddr_storage peer; /* ss_family == AF_UNSPEC unless rb_config.peer_addr */
+    /* rb_config.proxy_protocol: peer is the client's address from the PROXY header; a LOCAL
+     * header (the balancer's own connection, e.g. a health check) leaves the proxy's address
+     * in peer and sets proxy_local. */
+    bool proxy_local;
 };
 
 /*
@@ -112,6 +118,17 @@ struct rb_callbacks {
 };
 
 #define RB_LISTEN_MAX 16
+
+/* An address prefix ("10.0.0.0/8", "::1", "192.0.2.7"): rb_parse_cidr, rb_cidr_match. */
+struct rb_cidr {
+    sa_family_t family; /* AF_INET or AF_INET6 */
+    uint8_t prefix_bits;
+    uint8_t addr[16]; /* network byte order; 4 bytes used for AF_INET */
+};
+#define RB_PROXY_FROM_MAX 16
+
+/* Keys that prove a client id (HMAC-SHA256 tokens, docs/presence.md): rb_auth_load. */
+struct rb_auth;
 
 struct rb_config {
     const char
@@ -139,6 +156,16 @@ struct rb_config {
     uint32_t accept_rate;      /* accepts per second, engine-wide (0: unlimited) */
     bool peer_addr;            /* fetch each peer's address for on_open (costs 2 syscalls) */
     bool echo_data;            /* echo messages back when on_data is NULL (ringbeatd: true) */
+    /* Every connection starts with a PROXY protocol v1 or v2 header, accepted only from the
+     * proxy_from sources (none given: 127.0.0.0/8 and ::1); others, and a missing or malformed
+     * header, are closed. Its address is the peer for max_conns_per_ip and on_open. */
+    bool proxy_protocol;
+    unsigned proxy_from_count;
+    struct rb_cidr proxy_from[RB_PROXY_FROM_MAX];
+    /* When set, an opening must carry a valid token for its client id (v1 HELLO token, the
+     * WebSocket URL's token); else RB_CLOSE_UNAUTHORIZED. NULL: ids are taken on trust. The
+     * keys must outlive the engine (rb_engine_set_auth swaps them). */
+    const struct rb_auth *auth;
     struct rb_callbacks cb;
     void *user;
 };
@@ -185,6 +212,9 @@ struct rb_stats {
     uint64_t enobufs, cq_overflow, send_retries;
     uint64_t timer_fires;
     uint64_t pings_deferred;    /* PINGs held back a tick by pacing */
+    uint64_t auth_refused[5];   /* openings refused, by enum rb_auth_result (index 0 unused) */
+    uint64_t proxy_refused;     /* PROXY header from a source outside proxy_from */
+    uint64_t proxy_bad;         /* PROXY header missing, malformed or too long */
     struct rb_hist rtt_us;      /* server-initiated PING to PONG */
     struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
     struct rb_proto_stats proto[RB_PROTOCOL_MAX];
@@ -227,6 +257,21 @@ int rb_engine_worker_stats(struct rb_engine *e, unsigned worker, struct rb_stats
 /* jemalloc's view of the process (stats.allocated / stats.resident), 0 when unavailable. */
 void rb_memory_stats(uint64_t *allocated_bytes, uint64_t *resident_bytes);
 
+/*
+ * Replaces the keys openings are checked against (e.g. after the key file changed), from any
+ * thread; NULL turns checking off. The previous keys may still be read by a worker that is
+ * checking an opening right now: free them only after rb_engine_destroy.
+ */
+void rb_engine_set_auth(struct rb_engine *e, const struct rb_auth *auth);
+
+/*
+ * Extra Prometheus text appended to rb_metrics_render (a component's own series, e.g. the Redis
+ * presence component). fn writes at most cap bytes into buf and returns the length it needs,
+ * like snprintf; it runs on the metrics thread.
+ */
+typedef size_t (*rb_metrics_extra_fn)(char *buf, size_t cap, void *user);
+void rb_engine_set_metrics_extra(struct rb_engine *e, rb_metrics_extra_fn fn, void *user);
+
 const char *rb_close_code_name(int code);
 const char *rb_mode_name(enum rb_mode mode);
 const char *rb_liveness_name(enum rb_liveness l);
@@ -246,6 +291,45 @@ int rb_parse_mode(const char *s, enum rb_mode *out);
  * address (0.0.0.0). No name lookups. 0 or -EINVAL.
  */
 int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
+
+/* "A.B.C.D[/N]" or "V6[/N]" (no brackets): 0 or -EINVAL; host bits beyond the prefix are cleared.
+ */
+int rb_parse_cidr(const char *s, struct rb_cidr *out);
+/* Whether the address (AF_INET, AF_INET6; v4-mapped v6 matches v4 prefixes) lies in c. */
+bool rb_cidr_match(const struct rb_cidr *c, const struct sockaddr_storage *ss);
+
+/* ---- Tokens that prove a client id: HMAC-SHA256 with OpenSSL's libcrypto (engine/auth.c). ---- */
+
+/* Why an opening was refused (rb_stats.auth_refused index); RB_AUTH_OK is 0. */
+enum rb_auth_result {
+    RB_AUTH_OK = 0,
+    RB_AUTH_MISSING = 1,   /* no token */
+    RB_AUTH_MALFORMED = 2, /* not "EXPIRY.MAC" with a decimal expiry and a 43-character MAC */
+    RB_AUTH_EXPIRED = 3,   /* a valid MAC whose expiry has passed */
+    RB_AUTH_FORGED = 4,    /* no key gives this MAC for this client id and expiry */
+};
+#define RB_TOKEN_MAX 64 /* longest token: 20 digits, '.', 43 base64url characters */
+
+/*
+ * Loads keys from a file: one key per line as hex (at least 16 bytes; `openssl rand -hex 32`),
+ * blank lines and '#' comments skipped. The first key mints, every key verifies (so a new key
+ * goes first and the previous one stays below it while its tokens expire). 0, -ENOENT/-EACCES
+ * (cannot read), -EINVAL (a line that is not a key, or no key), -ENOMEM.
+ */
+int rb_auth_load(const char *path, struct rb_auth **out);
+void rb_auth_free(struct rb_auth *a);
+unsigned rb_auth_key_count(const struct rb_auth *a);
+/*
+ * Checks a token for client_id at now_unix_s (wall clock seconds): an enum rb_auth_result.
+ * Constant-time in the MAC comparison; tries every key.
+ */
+enum rb_auth_result rb_auth_verify(const struct rb_auth *a, const void *client_id, size_t id_len,
+                                   const char *token, size_t token_len, uint64_t now_unix_s);
+/* Writes the token for client_id valid until expiry_unix_s with the first key, NUL-terminated;
+ * returns its length, or -ENOSPC (cap < RB_TOKEN_MAX + 1), -ENOMEM. */
+int rb_auth_mint(const struct rb_auth *a, const void *client_id, size_t id_len,
+                 uint64_t expiry_unix_s, char *out, size_t cap);
+const char *rb_auth_result_name(enum rb_auth_result r);
 
 /* A listener: the protocol its scheme names ("ws://"; none: v1) and its address. */
 struct rb_listen_addr {

@@ -19,13 +19,19 @@ static void fuzz_hello(const uint8_t *p, size_t len, uint8_t *enc)
 {
     struct rb__hello h;
     int rc = rb__hello_parse(p, len, &h);
-    int valid = len >= 12 && len <= 76 && p[0] == 1 && p[1] <= 2 && p[2] == 0 && p[3] == 0;
+    int tok;
+    int valid = fuzz_ref_hello_valid(p, len, &tok);
     FUZZ_CHECK(rc == (valid ? 0 : -EPROTO));
     if (rc != 0)
         return;
     FUZZ_CHECK(h.version == 1 && h.mode <= 2);
     FUZZ_CHECK(h.interval_ms == rb__get_u32(p + 4) && h.timeout_ms == rb__get_u32(p + 8));
-    FUZZ_CHECK(h.client_id == p + 12 && h.client_id_len == len - 12);
+    if (tok) {
+        FUZZ_CHECK(h.client_id == p + 13 && h.client_id_len == p[12]);
+        FUZZ_CHECK(h.token == p + 13 + p[12] && h.token_len == len - 13 - p[12]);
+    } else {
+        FUZZ_CHECK(h.client_id == p + 12 && h.client_id_len == len - 12 && h.token_len == 0);
+    }
     size_t n = rb__put_hello(enc, &h);
     FUZZ_CHECK(n == RB_FRAME_HEADER_LEN + len);
     FUZZ_CHECK(memcmp(enc + RB_FRAME_HEADER_LEN, p, len) == 0);
@@ -35,6 +41,7 @@ static void fuzz_hello(const uint8_t *p, size_t len, uint8_t *enc)
     FUZZ_CHECK(rb__hello_parse(enc + RB_FRAME_HEADER_LEN, len, &again) == 0);
     FUZZ_CHECK(again.mode == h.mode && again.interval_ms == h.interval_ms);
     FUZZ_CHECK(again.timeout_ms == h.timeout_ms && again.client_id_len == h.client_id_len);
+    FUZZ_CHECK(again.token_len == h.token_len);
 }
 
 static void fuzz_welcome(const uint8_t *p, size_t len, uint8_t *enc)
@@ -104,7 +111,7 @@ static void fuzz_close_encode(const uint8_t *p, size_t len, uint8_t *enc)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static uint8_t enc[RB__CONTROL_MAX + 64];
+    static uint8_t enc[RB_FRAME_HEADER_LEN + RB__HELLO_MAX + RB__CONTROL_MAX];
     if (size < 1)
         return 0;
     /* The first byte selects the parser so the fuzzer can focus; the rest is the payload. */

@@ -36,6 +36,7 @@ def frame_seeds():
         frame(6, close(2, b"heartbeat timeout")),
         frame(6, close(3, "caf\u00e9 \u20ac".encode())),
         frame(3, b"\x00" * 8, flags=0x80),
+        frame(1, hello(1, 1000, 3000, b"\x05alice1700000000." + b"A" * 43, reserved=1)),
     ]
     seeds = {}
     for i, f in enumerate(good):
@@ -86,6 +87,10 @@ def hello_seeds():
         "hello_max": b"\x00" + hello(2, 1, 2, b"z" * 64),
         "hello_trunc": b"\x00" + hello()[:11],
         "hello_bad_version": b"\x00" + hello(version=0),
+        "hello_token": b"\x00" + hello(1, 1000, 5000, b"\x05alice" + b"1700000000." + b"A" * 43,
+                                       reserved=1),
+        "hello_token_noid": b"\x00" + hello(reserved=1, cid=b"\x00t"),
+        "hello_token_max": b"\x00" + hello(reserved=1, cid=b"\x40" + b"i" * 64 + b"t" * 255),
         "welcome": b"\x01" + welcome(1, 1000, 3000, 7),
         "welcome_trunc": b"\x01" + welcome()[:19],
         "close_code": b"\x02" + close(5),
@@ -100,10 +105,46 @@ def hello_seeds():
     return out
 
 
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_seeds():
+    """Inputs for fuzz_proxy: PROXY v1 lines and v2 headers, whole, cut and followed by data."""
+    v4 = bytes([198, 51, 100, 9, 10, 0, 0, 1, 0x9c, 0x40, 0x1d, 0xb0])
+    v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + b"\x12\x34\x1d\xb0"
+    out = {
+        "v1_tcp4": b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 7600\r\n\x01\x00\x00\x0c",
+        "v1_tcp6": b"PROXY TCP6 2001:db8::1 ::1 65535 7600\r\n",
+        "v1_unknown": b"PROXY UNKNOWN\r\n",
+        "v1_unknown_rest": b"PROXY UNKNOWN ffff::1 whatever here\r\n",
+        "v1_cut": b"PROXY TCP4 192.0.2.7 10.0",
+        "v2_inet": V2_SIG + b"\x21\x11\x00\x0c" + v4,
+        "v2_inet6_tlv": V2_SIG + b"\x21\x21\x00\x2c" + v6 + b"\x01\x00\x02h2\x04\x00\x00",
+        "v2_local": V2_SIG + b"\x20\x00\x00\x00",
+        "v2_unix": V2_SIG + b"\x21\x31\x00\xd8" + bytes(216),
+        "v2_data_after": V2_SIG + b"\x21\x11\x00\x0c" + v4 + b"\x03\x00\x00\x08" + bytes(8),
+        "v2_cut": V2_SIG + b"\x21\x11\x00",
+    }
+    return out
+
+
+def token_seeds():
+    """Inputs for fuzz_token: byte 0 the id length, the id, the token."""
+    tok = b"1700000000.kTzQQD_7T7qBJTux0j35N0bosR-ucm7i-eHwK1iYHCs"
+    return {
+        "known": b"\x05alice" + tok,
+        "other_id": b"\x03bob" + tok,
+        "no_id": b"\x00" + tok,
+        "malformed": b"\x05alice" + b"17.x",
+        "empty": b"\x05alice",
+    }
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUTDIR")
-    for sub, seeds in (("frame", frame_seeds()), ("hello", hello_seeds())):
+    for sub, seeds in (("frame", frame_seeds()), ("hello", hello_seeds()),
+                       ("proxy", proxy_seeds()), ("token", token_seeds())):
         d = os.path.join(sys.argv[1], sub)
         os.makedirs(d, exist_ok=True)
         for name, blob in seeds.items():

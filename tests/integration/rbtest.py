@@ -39,6 +39,8 @@ CLOSE_FULL = 4
 CLOSE_SHUTDOWN = 5
 CLOSE_TOO_BIG = 6
 CLOSE_SLOW_READER = 7
+CLOSE_REPLACED = 8
+CLOSE_UNAUTHORIZED = 9
 
 HEADER = struct.Struct(">BBH")
 HELLO_FIXED = struct.Struct(">BBHII")
@@ -78,7 +80,14 @@ def frame(ftype, payload=b"", flags=0, length=None):
     return HEADER.pack(ftype, flags, len(payload) if length is None else length) + payload
 
 
-def hello(mode=MODE_CLIENT, interval_ms=0, timeout_ms=0, client_id=b"", version=1, reserved=0):
+def hello(mode=MODE_CLIENT, interval_ms=0, timeout_ms=0, client_id=b"", version=1, reserved=0,
+          token=None):
+    """A HELLO; with token, the token layout (flags bit 0, u8 id length, id, token)."""
+    if token is not None:
+        if isinstance(token, str):
+            token = token.encode()
+        return frame(HELLO, HELLO_FIXED.pack(version, mode, reserved | 1, interval_ms, timeout_ms)
+                     + bytes([len(client_id)]) + client_id + token)
     return frame(HELLO, HELLO_FIXED.pack(version, mode, reserved, interval_ms, timeout_ms) + client_id)
 
 
@@ -177,7 +186,7 @@ def check_server_frame(ftype, flags, payload, max_frame=65535):
         if n < 2 or n > 2 + 123:
             raise ProtocolViolation("CLOSE payload is %d bytes (2..125 allowed)" % n)
         code = struct.unpack(">H", payload[:2])[0]
-        if not 1 <= code <= 7:
+        if not 1 <= code <= 9:
             raise ProtocolViolation("CLOSE code %d is not a v1 wire code" % code)
         try:
             payload[2:].decode("utf-8")
@@ -190,9 +199,13 @@ def check_server_frame(ftype, flags, payload, max_frame=65535):
 class Client:
     """A blocking protocol-v1 connection; every read takes a deadline."""
 
-    def __init__(self, port, host="127.0.0.1", connect_timeout=5.0, max_frame=65535):
+    def __init__(self, port, host="127.0.0.1", connect_timeout=5.0, max_frame=65535, source=None,
+                 proxy_header=None):
         self.max_frame = max_frame
-        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
+        self.sock = socket.create_connection((host, port), timeout=connect_timeout,
+                                             source_address=(source, 0) if source else None)
+        if proxy_header:
+            self.sock.sendall(proxy_header)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.t_connected = time.monotonic()
         self.t_last_sent = self.t_connected
@@ -265,8 +278,8 @@ class Client:
     def expect_welcome(self, timeout=2.0):
         return self.expect(WELCOME, timeout).welcome()
 
-    def handshake(self, mode=MODE_CLIENT, interval_ms=0, timeout_ms=0, client_id=b""):
-        self.send(hello(mode, interval_ms, timeout_ms, client_id))
+    def handshake(self, mode=MODE_CLIENT, interval_ms=0, timeout_ms=0, client_id=b"", token=None):
+        self.send(hello(mode, interval_ms, timeout_ms, client_id, token=token))
         return self.expect_welcome()
 
     def roundtrip(self, token, timeout=2.0):

@@ -50,7 +50,7 @@
 
 #define RING_ENTRIES 1024u
 #define CQ_ENTRIES   8192u
-#define TX_FRAME_MAX 96u
+#define TX_FRAME_MAX 160u /* a HELLO with a 64-byte id and a token */
 #define CLOSE_BATCH  1024u /* shutdown closes per ring per turn: paces a mass teardown */
 #define REARM_MIN    64u   /* ENOBUFS re-arms allowed per ring per turn even if no buffer came */
 /* shutdown: time allowed for the close completions: 5 s plus 1 s per 10k connections */
@@ -312,16 +312,50 @@ static const struct linger linger_rst = {.l_onoff = 1, .l_linger = 0};
 
 /* ---- protocol frames (engine/proto.c codec) ---- */
 
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The client id of connection number id (--client-ids). */
+static int client_id_of(const struct load_cfg *cfg, uint32_t id, char out[RB_CLIENT_ID_MAX + 1])
+{
+    switch (cfg->client_ids) {
+    case LOAD_IDS_NONE:
+        out[0] = '\0';
+        return 0;
+    case LOAD_IDS_UUID: {
+        uint64_t a = mix64(cfg->seed ^ (U64(id) << 1)), b = mix64(a ^ id);
+        return snprintf(out, RB_CLIENT_ID_MAX + 1, "%08x-%04x-4%03x-%04x-%012llx",
+                        (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
+                        (unsigned)a & 0xfff, (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
+                        (unsigned long long)(b & 0xffffffffffffull));
+    }
+    default:
+        return snprintf(out, RB_CLIENT_ID_MAX + 1, "load-%u", id);
+    }
+}
+
 static uint32_t frame_hello(uint8_t *out, const struct load_cfg *cfg, uint32_t id)
 {
-    char cid[RB_CLIENT_ID_MAX + 1];
-    int n = snprintf(cid, sizeof(cid), "load-%u", id);
+    char cid[RB_CLIENT_ID_MAX + 1], tok[RB_TOKEN_MAX + 1];
+    int n = client_id_of(cfg, id, cid);
     struct rb__hello h = {.version = RB_PROTO_VERSION,
                           .mode = cfg->mode,
                           .interval_ms = cfg->interval_ms,
                           .timeout_ms = cfg->timeout_ms,
                           .client_id = (const uint8_t *)cid,
                           .client_id_len = (size_t)n};
+    int tn = cfg->auth ? rb_auth_mint(cfg->auth, cid, (size_t)n, cfg->token_expiry_s, tok,
+                                      sizeof(tok))
+                       : 0;
+    if (tn > 0) {
+        h.token = (const uint8_t *)tok;
+        h.token_len = (size_t)tn;
+    }
     return (uint32_t)rb__put_hello(out, &h);
 }
 

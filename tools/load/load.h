@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "hist.h"
+#include "ringbeat.h"
 
 #define LOAD_TARGETS_MAX 4096
 #define LOAD_CODES       8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
@@ -34,6 +35,14 @@ struct load_cfg {
     bool close_frame; /* send CLOSE(1) before closing at the end */
     bool quiet;       /* no live line */
     uint64_t seed;
+    uint8_t client_ids;         /* enum load_client_ids */
+    const struct rb_auth *auth; /* mint a token for each HELLO (NULL: none) */
+    uint64_t token_expiry_s;    /* ... valid until then (Unix time) */
+};
+enum load_client_ids {
+    LOAD_IDS_SHORT = 0, /* "load-N", N the connection's number */
+    LOAD_IDS_UUID = 1,  /* 36 bytes, UUID-shaped, derived from the seed and N */
+    LOAD_IDS_NONE = 2,
 };
 
 /* Counters of one worker; the worker writes, the reporter reads with relaxed loads. */

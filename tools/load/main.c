@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "load.h"
 #include "ringbeat.h"
@@ -35,7 +36,10 @@ static const char usage[] =
     "  --buffers N            provided receive buffers per ring, power of two (4096)\n"
     "  --buffer-size N        bytes per receive buffer (128)\n"
     "  --no-close-frame       at the end close without sending CLOSE(1)\n"
-    "  --seed N               seed for phases and jitter (1)\n"
+    "  --seed N               seed for phases, jitter and uuid client ids (1)\n"
+    "  --client-ids short|uuid|none  HELLO client ids: load-N, 36-byte UUID-shaped, none "
+    "(short)\n"
+    "  --token-secret-file F  send a token for each client id, minted with F's first key\n"
     "  --quiet                no live line\n"
     "  --help, --version\n"
     "Durations: us, ms, s, m suffixes; a bare number is milliseconds.\n"
@@ -315,6 +319,8 @@ int main(int argc, char **argv)
         O_NOCLOSE,
         O_SEED,
         O_QUIET,
+        O_CLIENT_IDS,
+        O_TOKEN_FILE,
         O_HELP,
         O_VERSION,
     };
@@ -341,6 +347,8 @@ int main(int argc, char **argv)
         {"no-close-frame", no_argument, NULL, O_NOCLOSE},
         {"seed", required_argument, NULL, O_SEED},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"client-ids", required_argument, NULL, O_CLIENT_IDS},
+        {"token-secret-file", required_argument, NULL, O_TOKEN_FILE},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -454,6 +462,24 @@ int main(int argc, char **argv)
         case O_QUIET:
             cfg.quiet = true;
             break;
+        case O_CLIENT_IDS:
+            if (strcmp(optarg, "short") == 0)
+                cfg.client_ids = LOAD_IDS_SHORT;
+            else if (strcmp(optarg, "uuid") == 0)
+                cfg.client_ids = LOAD_IDS_UUID;
+            else if (strcmp(optarg, "none") == 0)
+                cfg.client_ids = LOAD_IDS_NONE;
+            else
+                return bad_flag("--client-ids", "expected short, uuid or none");
+            break;
+        case O_TOKEN_FILE: {
+            struct rb_auth *a = NULL;
+            if (rb_auth_load(optarg, &a) < 0)
+                return bad_flag("--token-secret-file", "cannot read hex keys from it");
+            cfg.auth = a;
+            cfg.token_expiry_s = (uint64_t)time(NULL) + 86400;
+            break;
+        }
         case O_HELP:
             fputs(usage, stdout);
             return 0;
@@ -500,6 +526,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int ret = load_run(&cfg, res);
+    rb_auth_free((struct rb_auth *)cfg.auth);
     if (ret < 0)
         fprintf(stderr, "ringbeat-load: run failed: %s\n", strerror(-ret));
     const struct load_counters *c = &res->c;
