@@ -45,8 +45,13 @@ struct rb__welcome_info {
 struct rb__codec {
     const char *name; /* the /metrics protocol label */
     enum rb_protocol protocol;
-    /* Bytes of the protocol stream; all of them are consumed (or the connection released). */
-    int (*input)(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n);
+    /* Optional: a record was just made for an accepted socket (before its timer starts), e.g. to
+     * give a handshake its own deadline. */
+    void (*start)(struct rb__worker *w, struct rb__conn *c);
+    /* Bytes of the protocol stream; all of them are consumed (or the connection released). They
+     * are the codec's to change in place (a receive buffer, recycled after the call: WebSocket
+     * unmasks there). */
+    int (*input)(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n);
     /* Encoders write one whole frame at out and return its length. Room: control_max for a
      * ping, pong or close; data_overhead + len for a message; welcome_max for a welcome. */
     uint32_t (*put_ping)(uint8_t *out, bool pong, const uint8_t *payload, uint32_t len);
@@ -66,6 +71,7 @@ struct rb__codec {
 
 /* The codecs there are; rb__codec_find() maps a listener's protocol to one (NULL: none). */
 extern const struct rb__codec rb__codec_v1;
+extern const struct rb__codec rb__codec_ws;
 const struct rb__codec *rb__codec_find(enum rb_protocol p);
 
 /*

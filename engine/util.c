@@ -135,6 +135,10 @@ const char *rb_close_code_name(int code)
         return "too_big";
     case RB_CLOSE_SLOW_READER:
         return "slow_reader";
+    case RB_CLOSE_BAD_PAYLOAD:
+        return "bad_payload";
+    case RB_CLOSE_HANDSHAKE:
+        return "handshake";
     case RB_CLOSE_PEER:
         return "peer";
     case RB_CLOSE_EOF:

@@ -41,7 +41,7 @@ static const char usage_text[] =
     "\n"
     "  --listen [SCHEME://]ADDR:PORT  listen here (repeatable, up to 16; default 0.0.0.0:7600;\n"
     "                         [v6]:PORT for IPv6, :PORT for all IPv4; port 0 picks a free one;\n"
-    "                         no scheme or tcp:// serves protocol v1)\n"
+    "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
     "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
@@ -63,6 +63,12 @@ static const char usage_text[] =
     "  --batch-size N         completions that end a batch window early (default 64)\n"
     "  --drain-timeout D      on SIGTERM, time allowed to flush CLOSE(5) (default 5s)\n"
     "  --max-pending-out BYTES  queued output per connection before CLOSE(7) (default 64k)\n"
+    "  --ws-path PATH         WebSocket listeners serve only this path, others get 404\n"
+    "                         (default: any path)\n"
+    "  --ws-origin ORIGIN     allow this Origin on WebSocket listeners (repeatable, up to 16;\n"
+    "                         default: any); others get 403\n"
+    "  --handshake-timeout D  close an opening handshake (WebSocket upgrade) not complete by\n"
+    "                         then (default: the heartbeat timeout)\n"
     "  --metrics ADDR:PORT    serve Prometheus metrics on GET /metrics\n"
     "  --log-level L          error|warn|info|debug (default info)\n"
     "  --log-format F         text|json (default text)\n"
@@ -103,6 +109,9 @@ enum {
     OPT_LOG_FORMAT,
     OPT_LOG_FILE,
     OPT_STATS_INTERVAL,
+    OPT_WS_PATH,
+    OPT_WS_ORIGIN,
+    OPT_HANDSHAKE_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -132,6 +141,9 @@ static const struct option long_options[] = {
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
+    {"ws-path", required_argument, NULL, OPT_WS_PATH},
+    {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -351,6 +363,22 @@ static void parse_args(int argc, char **argv, struct options *o)
             o->stats_interval_ms = us / 1000;
             break;
         }
+        case OPT_WS_PATH:
+            /* Compared with the request's path as sent (origin-form: it starts with '/'). */
+            if (optarg[0] != '/' || strpbrk(optarg, "? \t\r\n"))
+                usage_error("--ws-path: '%s' is not a path like /heartbeat (no query)", optarg);
+            c->ws_path = optarg;
+            break;
+        case OPT_WS_ORIGIN:
+            if (c->ws_origin_count == RB_WS_ORIGIN_MAX)
+                usage_error("--ws-origin: at most %d origins", RB_WS_ORIGIN_MAX);
+            if (!strstr(optarg, "://") || strpbrk(optarg, " \t\r\n"))
+                usage_error("--ws-origin: '%s' is not an origin like https://example.com", optarg);
+            c->ws_origin[c->ws_origin_count++] = optarg;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            c->handshake_timeout_ms = parse_duration_ms("--handshake-timeout", optarg, 1, hour_ms);
+            break;
         case 'h':
             fputs(usage_text, stdout);
             exit(EXIT_OK);
@@ -436,8 +464,9 @@ static double hist_quantile(const struct rb_hist *h, const uint32_t *bounds, dou
 static void log_stats(struct rb_engine *e, const char *event)
 {
     static const int reasons[] = {
-        RB_CLOSE_NORMAL,  RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL, RB_CLOSE_FULL, RB_CLOSE_SHUTDOWN,
-        RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_PEER,     RB_CLOSE_EOF,  RB_CLOSE_RESET,
+        RB_CLOSE_NORMAL,    RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+        RB_CLOSE_SHUTDOWN,  RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_BAD_PAYLOAD,
+        RB_CLOSE_HANDSHAKE, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
     };
     struct rb_stats s;
     memset(&s, 0, sizeof(s));
@@ -464,6 +493,11 @@ static void log_stats(struct rb_engine *e, const char *event)
         out += s.frames_out[t];
     }
     APPEND(" frames_in=%" PRIu64 " frames_out=%" PRIu64, in, out);
+    /* Protocol-neutral: every protocol's pings and pongs received (v1 frames_in counts v1 only). */
+    uint64_t hb_in = 0;
+    for (int p = 0; p < RB_PROTOCOL_MAX; p++)
+        hb_in += s.proto[p].pings_in + s.proto[p].pongs_in;
+    APPEND(" heartbeats_in=%" PRIu64 " ws_conns=%" PRIu64, hb_in, s.proto[RB_PROTOCOL_WS].conns);
     double rtt = hist_quantile(&s.rtt_us, rb_rtt_bounds_us, 0.99);
     if (rtt >= 0)
         APPEND(" rtt_p99_us=%.0f", rtt);
