@@ -254,6 +254,8 @@ static int data_begin(const struct rb__ws_split *s, const struct rb__ws_hdr *h)
 static int msg_append(const struct rb__ws_rx *rx, struct rb__ws_split *s, const uint8_t *p,
                       uint32_t n)
 {
+    if (n == 0)
+        return 0;
     /* The whole frame's room at its first bytes: one allocation per frame, not one per read. */
     if (msg_reserve(s, s->h.len - s->got, rx->max_message) < 0)
         return -ENOMEM;

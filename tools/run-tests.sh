@@ -20,12 +20,12 @@ echo "== TSan build: the multi-worker integration tests (two workers, cross-thre
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   run build-tsan "integration_test_(scale|daemon|ops)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
   -DRINGBEAT_BENCH=OFF
-echo "== libFuzzer (clang, ASan+UBSan): the frame decoder and the HELLO/CLOSE parsers =="
+echo "== libFuzzer (clang, ASan+UBSan): v1 and WebSocket decoders, HELLO/CLOSE and HTTP upgrade parsers =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-30}
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_corpus
-for t in frame hello; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_ws_frame fuzz_ws_http fuzz_corpus
+for t in frame hello ws_frame ws_http; do
   mkdir -p "build-fuzz/work-$t"
   if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$fuzz_s" -print_final_stats=1 \
       "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then
