@@ -45,6 +45,8 @@ struct rb__welcome_info {
 struct rb__codec {
     const char *name; /* the /metrics protocol label */
     enum rb_protocol protocol;
+    /* Optional: once per listener at start, before any connection (0 or -errno). */
+    int (*prepare)(const struct rb_config *cfg);
     /* Optional: a record was just made for an accepted socket (before its timer starts), e.g. to
      * give a handshake its own deadline. */
     void (*start)(struct rb__worker *w, struct rb__conn *c);

@@ -21,6 +21,19 @@ struct ws_head {
     uint8_t data[];
 };
 
+/* libcrypto loads its providers on first use: done here, at start, rather than inside the loop
+ * turn of the first handshake (and so that its fixed memory is not taken for per-connection). */
+static int ws_prepare(const struct rb_config *cfg)
+{
+    (void)cfg;
+    char accept[RB__WS_ACCEPT_LEN + 1];
+    static const char key[] = "dGhlIHNhbXBsZSBub25jZQ=="; /* RFC 6455's example */
+    if (rb__ws_accept((const uint8_t *)key, sizeof(key) - 1, accept) < 0 ||
+        strcmp(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != 0)
+        return -ENOSYS; /* no SHA-1 in this libcrypto */
+    return 0;
+}
+
 /* The handshake has its own deadline and no heartbeats: the record runs in silent mode with
  * interval = timeout = the handshake timeout until the upgrade, so the liveness code needs no
  * notion of a handshake. The upgrade restores the defaults and rb__sess_open applies the
@@ -320,6 +333,7 @@ _Static_assert(RB__WS_ERROR_MAX >= 2 + RB__WS_CONTROL_MAX, "a close frame fits c
 const struct rb__codec rb__codec_ws = {
     .name = "ws",
     .protocol = RB_PROTOCOL_WS,
+    .prepare = ws_prepare,
     .start = ws_start,
     .input = ws_input,
     .put_ping = ws_put_ping,
