@@ -138,7 +138,8 @@ size_t rb__ws_put_close(uint8_t *out, uint16_t code, const char *reason, const u
             while (rlen > 0 && ((uint8_t)reason[rlen] & 0xC0) == 0x80)
                 rlen--;
         }
-        memcpy(payload + 2, reason, rlen);
+        if (rlen)
+            memcpy(payload + 2, reason, rlen);
         n = 2 + rlen;
     }
     return rb__ws_put_frame(out, RB__WS_OP_CLOSE, payload, n, mask);
