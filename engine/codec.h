@@ -32,6 +32,8 @@ struct rb__open_params {
     uint32_t timeout_ms;
     const uint8_t *client_id;
     size_t client_id_len;
+    const void
+        *welcome_arg; /* the codec's own, handed to its put_welcome (WebSocket: the accept) */
 };
 
 /* The values in force after clamping, for the codec's welcome. */
@@ -40,6 +42,7 @@ struct rb__welcome_info {
     uint32_t interval_ms;
     uint32_t timeout_ms;
     uint64_t conn_id;
+    const void *arg; /* rb__open_params.welcome_arg */
 };
 
 struct rb__codec {

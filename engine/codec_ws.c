@@ -128,10 +128,9 @@ static int ws_frames(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_
 }
 
 /*
- * A complete request head: refuse it with an HTTP status, or answer 101 and open the
- * connection. The query is clamped exactly like a HELLO (rb__sess_clamp), and the 101 carries
- * the effective values; rb__sess_open then applies the same values and calls on_open, after the
- * 101 is queued, so that whatever on_open sends follows it on the wire.
+ * A complete request head: refuse it with an HTTP status, or open the connection. The query is
+ * clamped by rb__sess_open exactly like a HELLO, and the 101 is this codec's welcome (it carries
+ * the effective values), sent before on_open runs, so whatever on_open sends follows it.
  */
 static int ws_upgrade(struct rb__worker *w, struct rb__conn *c, const uint8_t *head, size_t len)
 {
@@ -140,25 +139,20 @@ static int ws_upgrade(struct rb__worker *w, struct rb__conn *c, const uint8_t *h
     enum rb__ws_refusal why = rb__ws_request_parse(head, len, cfg, &rq);
     if (why != RB__WS_OK)
         return ws_refuse(w, c, why);
-    struct rb__welcome_info wi;
-    if (rb__sess_clamp(cfg, &rq.params, &wi) < 0)
-        return ws_refuse(w, c, RB__WS_UNHONOURABLE);
-    uint64_t id = wi.conn_id = rb__conn_id(w, c);
-    uint8_t *out = rb__out_begin(w, c, RB__WS_101_MAX);
-    if (!out)
-        return rb__sess_fail(w, c, RB_CLOSE_RESET, 0);
-    rb__out_end(w, c, out, (uint32_t)rb__ws_put_101(out, rq.accept, &wi));
-    if (!rb__conn_lookup(w, id))
-        return -1;
-    RB__INC(w, proto[RB_PROTOCOL_WS].welcomes_out);
+    uint64_t id = rb__conn_id(w, c);
+    /* The handshake's timing ends: back to the defaults (what the listener's TCP_USER_TIMEOUT
+     * says), which rb__sess_open replaces with the connection's own. */
     c->codec[0] = WS_OPEN;
     c->interval_ms = cfg->interval_ms;
-    c->timeout_ms = cfg->timeout_ms; /* what the listener's TCP_USER_TIMEOUT says */
+    c->timeout_ms = cfg->timeout_ms;
     rb__conn_set_mode(c, cfg->mode);
     rb__live_touch(w, c); /* the whole request is the first sign of life */
-    int r = rb__sess_open(w, c, &rq.params, false);
-    if (r == -EPROTO) /* cannot happen: clamped above with the same rules */
-        return rb__sess_fail(w, c, RB_CLOSE_PROTOCOL, 0);
+    rq.params.welcome_arg = rq.accept;
+    int r = rb__sess_open(w, c, &rq.params, true);
+    if (r == -EPROTO) {
+        c->codec[0] = WS_HANDSHAKE; /* nothing was sent: the refusal is still HTTP */
+        return ws_refuse(w, c, RB__WS_UNHONOURABLE);
+    }
     if (r < 0 || !rb__conn_lookup(w, id))
         return -1;
     rb__live_start(w, c); /* the spread first PING of server mode, whatever apply() changed */
@@ -251,13 +245,12 @@ static uint32_t ws_put_data(uint8_t *out, enum rb_data_kind kind, const void *da
     return (uint32_t)rb__ws_put_frame(out, op, data, len, NULL);
 }
 
-/* The WebSocket welcome is the 101 response, which needs the request's key: ws_upgrade writes it
- * itself, and nothing else (v1's TUNE) asks a WebSocket connection for one. */
+/* The welcome is the 101 response; wi->arg is the request's Sec-WebSocket-Accept (ws_upgrade). */
 static uint32_t ws_put_welcome(uint8_t *out, const struct rb__conn *c,
                                const struct rb__welcome_info *wi)
 {
-    (void)out, (void)c, (void)wi;
-    return 0;
+    (void)c;
+    return wi->arg ? (uint32_t)rb__ws_put_101(out, wi->arg, wi) : 0;
 }
 
 /*
