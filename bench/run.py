@@ -940,6 +940,9 @@ def main():
     ap.add_argument("--interval", type=parse_duration_s)
     ap.add_argument("--timeout", type=parse_duration_s, help="default: the server's 3 x interval")
     ap.add_argument("--mode", choices=("server", "client", "silent"))
+    ap.add_argument("--protocol", choices=("v1", "ws"), default="v1",
+                    help="protocol of smoke/100k/1m/custom/soak runs (ws: a ws:// listener and "
+                    "ringbeat-load --protocol ws); the ws scenario runs both")
     ap.add_argument("--silent-pct", type=float)
     ap.add_argument("--silent-after", type=parse_duration_s)
     ap.add_argument("--rounds", type=int, help="compare: alternations per server")
@@ -1034,10 +1037,12 @@ def main():
     try:
         if a.scenario == "soak":
             a.mode_now = a.mode
+            a.protocol_now = a.protocol
             runs.append(run_soak(a, a.results, stamp))
         for kind, mode, label in plan if a.scenario != "soak" else []:
             a.mode_now = mode
-            a.protocol_now = "ws" if label.startswith("ws-") else "v1"
+            a.protocol_now = "ws" if label.startswith("ws-") else (
+                "v1" if a.scenario in ("ws", "compare") else a.protocol)
             runs.append(run_one(a, kind, label, a.results, stamp))
             time.sleep(1.0)  # let TIME_WAIT/CLOSE_WAIT sockets of the last run go
     except KeyboardInterrupt:
