@@ -7,6 +7,7 @@
   bench/run.py 1m                         # 1M connections, 30 s interval, 1% silenced, 5 min hold
   bench/run.py compare                    # ringbeatd vs epoll_ref, alternated, same workload
   bench/run.py soak                       # 1M connections for 30 min, 1% churn per minute
+  bench/run.py ws                         # v1 and WebSocket side by side: CPU/heartbeat, RSS/conn
   bench/run.py smoke --connections 2000 --hold 5s     # any scenario scaled down
 
 Each run starts the server (pinned to one core with taskset), waits for its `listening addr=` line,
@@ -50,6 +51,10 @@ SCENARIOS = {
     "compare": dict(connections=15000, rate=5000, hold="30s", interval="1s", mode="server",
                     rounds=2),
     "custom": dict(connections=1000, rate=1000, hold="10s", interval="1s", mode="server"),
+    # ws: the same workload over protocol v1 and over WebSocket (ringbeat-load --protocol ws),
+    # alternated, each with a fresh server: CPU per heartbeat and RSS per connection side by side.
+    "ws": dict(connections=100000, rate=20000, hold="30s", interval="5s", mode="server",
+               rounds=1),
     # soak: churn and silencing come from short-lived extra loads (run_soak); --silent-pct here
     # would silence that share of the main load once.
     "soak": dict(connections=1000000, rate=30000, hold="30m", interval="30s", mode="server",
@@ -260,7 +265,8 @@ def with_metrics(cmd, kind):
 def server_cmd(kind, a, port):
     interval = fmt_duration(a.interval_s)
     if kind == "ringbeatd":
-        cmd = [a.ringbeatd, "--listen", f"0.0.0.0:{port}", "--mode", a.mode_now,
+        scheme = "ws://" if getattr(a, "protocol_now", "v1") == "ws" else ""
+        cmd = [a.ringbeatd, "--listen", f"{scheme}0.0.0.0:{port}", "--mode", a.mode_now,
                "--interval", interval, "--stats-interval", "1s"]
         if a.server_workers:
             cmd += ["--workers", str(a.server_workers)]
@@ -292,6 +298,8 @@ def load_cmd(a, port, json_path):
                 fmt_duration(a.silent_after_s)]
     if a.load_workers:
         cmd += ["--workers", str(a.load_workers)]
+    if getattr(a, "protocol_now", "v1") != "v1":
+        cmd += ["--protocol", a.protocol_now]
     cmd += a.load_arg
     return cmd
 
@@ -419,6 +427,7 @@ def run_one(a, kind, label, outdir, stamp):
         except ValueError as e:
             log(f"{label}: cannot parse {load_json}: {e}")
     res = dict(label=label, server=kind, mode=a.mode_now, port=port,
+               protocol=getattr(a, "protocol_now", "v1"),
                server_cmd=scmd, load_cmd=lcmd, server_cpus=a.server_cpus,
                load_cpus=a.load_cpus, load_exit=load_rc, server_exit=srv_exit,
                timed_out=timed_out, rss_before=rss0, slab_before=slab0, cpu_before_s=cpu0,
@@ -434,9 +443,11 @@ def run_one(a, kind, label, outdir, stamp):
 def hb_between(a, res, t1, t2):
     """Heartbeat round trips completed in [t1, t2] and where the count came from."""
     s = [x for x in res["samples"] if t1 <= x["t"] <= t2]
-    # 1) the server's own count of frames received: in the hold phase every frame a client sends
-    #    is the closing half of one heartbeat (PONG in server mode, PING in client/silent modes).
-    vals = [(x["t"], x["srv"].get("frames_in")) for x in s]
+    # 1) the server's own count of heartbeats received (every protocol's pings and pongs; older
+    #    servers: v1 frames): in the hold phase every frame a client sends is the closing half of
+    #    one heartbeat (PONG in server mode, PING in client/silent modes).
+    key = "heartbeats_in" if any("heartbeats_in" in x["srv"] for x in s) else "frames_in"
+    vals = [(x["t"], x["srv"].get(key)) for x in s]
     vals = [v for v in vals if v[1] is not None]
     if len(vals) >= 2 and vals[-1][1] > vals[0][1]:
         return vals[-1][1] - vals[0][1], vals[-1][0] - vals[0][0], "server counters"
@@ -1010,6 +1021,9 @@ def main():
     ap.add_argument("--interval", type=parse_duration_s)
     ap.add_argument("--timeout", type=parse_duration_s, help="default: the server's 3 x interval")
     ap.add_argument("--mode", choices=("server", "client", "silent"))
+    ap.add_argument("--protocol", choices=("v1", "ws"), default="v1",
+                    help="protocol of smoke/100k/1m/custom/soak runs (ws: a ws:// listener and "
+                    "ringbeat-load --protocol ws); the ws scenario runs both")
     ap.add_argument("--silent-pct", type=float)
     ap.add_argument("--silent-after", type=parse_duration_s)
     ap.add_argument("--rounds", type=int, help="compare: alternations per server")
@@ -1082,6 +1096,10 @@ def main():
             if not a.no_silent and a.mode != "silent":
                 plan.append(("ringbeatd", "silent", f"ringbeatd-silent-{i}"))
                 plan.append(("epoll_ref", "silent", f"epoll_ref-silent-{i}"))
+    elif a.scenario == "ws":
+        for i in range(1, a.rounds + 1):
+            plan.append(("ringbeatd", a.mode, f"v1-{i}"))
+            plan.append(("ringbeatd", a.mode, f"ws-{i}"))
     else:
         plan.append((a.server, a.mode, a.server))
     needed = {a.load} | {a.ringbeatd if k == "ringbeatd" else a.epoll_ref for k, _, _ in plan}
@@ -1100,9 +1118,12 @@ def main():
     try:
         if a.scenario == "soak":
             a.mode_now = a.mode
+            a.protocol_now = a.protocol
             runs.append(run_soak(a, a.results, stamp))
         for kind, mode, label in plan if a.scenario != "soak" else []:
             a.mode_now = mode
+            a.protocol_now = "ws" if label.startswith("ws-") else (
+                "v1" if a.scenario in ("ws", "compare") else a.protocol)
             runs.append(run_one(a, kind, label, a.results, stamp))
             time.sleep(1.0)  # let TIME_WAIT/CLOSE_WAIT sockets of the last run go
     except KeyboardInterrupt:
@@ -1157,6 +1178,20 @@ def main():
                 out["ratios"][f"{kind} silent/{a.mode} cpu per heartbeat"] = rr
                 print(f"  {kind}: silent / {a.mode} CPU per heartbeat {rr['median']:.3f}"
                       f"   rounds: {rr['each']}")
+    if a.scenario == "ws":
+        out["ratios"] = {}
+        print("\nWebSocket / v1 (median over clean rounds; 1 = the same):")
+        for key in ("server_cpu_us_per_heartbeat", "server_rss_per_conn_bytes", "rtt_p99_us"):
+            rs = []
+            v1 = [r for r in runs if r["protocol"] == "v1"]
+            ws = [r for r in runs if r["protocol"] == "ws"]
+            for x, y in zip(ws, v1):
+                vx, vy = x["figures"].get(key), y["figures"].get(key)
+                if clean(x) and clean(y) and vx is not None and vy:
+                    rs.append(round(vx / vy, 3))
+            if rs:
+                out["ratios"][f"ws/v1 {key}"] = dict(median=statistics.median(rs), each=rs)
+                print(f"  {key:32} {statistics.median(rs):.3f}   rounds: {rs}")
     path = os.path.join(a.results, f"{a.scenario}-{stamp}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)

@@ -52,6 +52,7 @@ static const struct {
     enum rb_protocol protocol;
 } schemes[] = {
     {"tcp://", RB_PROTOCOL_V1},
+    {"ws://", RB_PROTOCOL_WS},
 };
 
 int rb_parse_listen(const char *s, struct rb_listen_addr *out)

@@ -35,6 +35,8 @@ struct rb__open_params {
     const uint8_t *token; /* proves the client id (rb_config.auth): v1 HELLO, WebSocket ?token= */
     size_t token_len;
     bool authorized; /* the codec already called rb__sess_authorize() with these params */
+    const void
+        *welcome_arg; /* the codec's own, handed to its put_welcome (WebSocket: the accept) */
 };
 
 /* The values in force after clamping, for the codec's welcome. */
@@ -43,13 +45,21 @@ struct rb__welcome_info {
     uint32_t interval_ms;
     uint32_t timeout_ms;
     uint64_t conn_id;
+    const void *arg; /* rb__open_params.welcome_arg */
 };
 
 struct rb__codec {
     const char *name; /* the /metrics protocol label */
     enum rb_protocol protocol;
-    /* Bytes of the protocol stream; all of them are consumed (or the connection released). */
-    int (*input)(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n);
+    /* Optional: once per listener at start, before any connection (0 or -errno). */
+    int (*prepare)(const struct rb_config *cfg);
+    /* Optional: a record was just made for an accepted socket (before its timer starts), e.g. to
+     * give a handshake its own deadline. */
+    void (*start)(struct rb__worker *w, struct rb__conn *c);
+    /* Bytes of the protocol stream; all of them are consumed (or the connection released). They
+     * are the codec's to change in place (a receive buffer, recycled after the call: WebSocket
+     * unmasks there). */
+    int (*input)(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n);
     /* Encoders write one whole frame at out and return its length. Room: control_max for a
      * ping, pong or close; data_overhead + len for a message; welcome_max for a welcome. */
     uint32_t (*put_ping)(uint8_t *out, bool pong, const uint8_t *payload, uint32_t len);
@@ -69,6 +79,7 @@ struct rb__codec {
 
 /* The codecs there are; rb__codec_find() maps a listener's protocol to one (NULL: none). */
 extern const struct rb__codec rb__codec_v1;
+extern const struct rb__codec rb__codec_ws;
 const struct rb__codec *rb__codec_find(enum rb_protocol p);
 
 /*

@@ -90,7 +90,7 @@ static int v1_frame(void *ctx, const struct rb__frame_hdr *h, const uint8_t *p)
     return rb__sess_fail(w, c, RB_CLOSE_PROTOCOL, 0);
 }
 
-static int v1_input(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n)
+static int v1_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n)
 {
     struct v1_ctx ctx = {.w = w, .c = c};
     const struct rb__v1_rx rx = {.inl_len = &c->codec[0],
@@ -139,13 +139,16 @@ static uint32_t v1_put_welcome(uint8_t *out, const struct rb__conn *c,
 }
 
 /* v1 codes are the reasons themselves; a peer that closed or vanished is sent nothing, and an
- * application's own code (rb_close) goes out as given. */
+ * application's own code (rb_close) goes out as given. The reasons other protocols added (10 and
+ * up: a forbidden payload, a refused handshake) are protocol errors to a v1 peer. */
 static uint32_t v1_put_close(uint8_t *out, const struct rb__conn *c, int reason, int peer_code)
 {
     (void)c;
     if (reason >= RB_CLOSE_PEER && reason < RB_CLOSE_REASON_MAX)
         return 0;
     (void)peer_code;
+    if (reason == RB_CLOSE_BAD_PAYLOAD || reason == RB_CLOSE_HANDSHAKE)
+        reason = RB_CLOSE_PROTOCOL;
     return (uint32_t)rb__put_close(out, (uint16_t)reason, NULL);
 }
 
@@ -174,6 +177,8 @@ const struct rb__codec *rb__codec_find(enum rb_protocol p)
     switch (p) {
     case RB_PROTOCOL_V1:
         return &rb__codec_v1;
+    case RB_PROTOCOL_WS:
+        return &rb__codec_ws;
     default:
         return NULL;
     }

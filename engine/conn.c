@@ -70,6 +70,9 @@ struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t
     enum rb_protocol p = rb__conn_protocol(w, c);
     RB__INC(w, proto[p].accepted);
     RB__INC(w, proto[p].conns);
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    if (codec->start)
+        codec->start(w, c);
     return c;
 }
 

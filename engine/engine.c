@@ -195,6 +195,8 @@ int rb_engine_start(struct rb_engine *e)
             return ret;
         if (!(l->codec = rb__codec_find(l->spec.protocol)))
             return -EPROTONOSUPPORT;
+        if (l->codec->prepare && (ret = l->codec->prepare(&e->cfg)) < 0)
+            return ret;
         /* Port 0: the first worker's bind picks the port, the others join it. */
         for (unsigned w = 0; w < e->nworkers; w++) {
             if ((ret = open_listener(e, i, &e->workers[w].listen_fd[i])) < 0)

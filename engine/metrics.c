@@ -47,9 +47,10 @@ static const enum rb_protocol protocols[] = {RB_PROTOCOL_V1, RB_PROTOCOL_WS};
 /* Every reason is always exported, zero or not, so rate() never sees a series appear from nothing.
  */
 static const int close_reasons[] = {
-    RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
-    RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
-    RB_CLOSE_UNAUTHORIZED, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
+    RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+    RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG,     RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
+    RB_CLOSE_UNAUTHORIZED, RB_CLOSE_BAD_PAYLOAD, RB_CLOSE_HANDSHAKE,   RB_CLOSE_PEER,
+    RB_CLOSE_EOF,          RB_CLOSE_RESET,
 };
 
 static void counter(struct out *o, const char *name, const char *help, uint64_t v)

@@ -46,44 +46,53 @@ int rb__frame_check(const uint8_t hdr[RB_FRAME_HEADER_LEN], uint32_t max_frame,
     return 0;
 }
 
-int rb__utf8_valid(const uint8_t *p, size_t len)
+/*
+ * Incremental strict UTF-8: *state is 0 between characters; otherwise bits 0-1 count the
+ * continuation bytes still due and bits 8-15 / 16-23 the range the next one must lie in (only the
+ * first continuation byte has a range narrower than 80..BF: overlongs, surrogates, > U+10FFFF).
+ * So a character split across WebSocket fragments or reads is judged as soon as a byte is wrong.
+ */
+int rb__utf8_step(uint32_t *state, const uint8_t *p, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
+    uint32_t st = *state;
+    for (size_t i = 0; i < len; i++) {
         uint8_t c = p[i];
-        if (c < 0x80) {
-            i++;
+        if (st) {
+            if (c < (uint8_t)(st >> 8) || c > (uint8_t)(st >> 16))
+                return -EILSEQ;
+            st = (st & 3) == 1 ? 0 : ((st & 3) - 1) | 0x80u << 8 | 0xBFu << 16;
             continue;
         }
-        size_t n;
-        uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c < 0x80)
+            continue;
+        uint32_t need, lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
         if (c >= 0xC2 && c <= 0xDF) {
-            n = 2;
+            need = 1;
         } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 3;
+            need = 2;
             if (c == 0xE0)
                 lo = 0xA0; /* below: overlong */
             else if (c == 0xED)
                 hi = 0x9F; /* above: UTF-16 surrogates */
         } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 4;
+            need = 3;
             if (c == 0xF0)
                 lo = 0x90; /* below: overlong */
             else if (c == 0xF4)
                 hi = 0x8F; /* above: beyond U+10FFFF */
         } else {
-            return 0; /* stray continuation byte, C0/C1 overlong lead, or F5..FF */
+            return -EILSEQ; /* stray continuation byte, C0/C1 overlong lead, or F5..FF */
         }
-        if (len - i < n)
-            return 0;
-        if (p[i + 1] < lo || p[i + 1] > hi)
-            return 0;
-        for (size_t k = 2; k < n; k++)
-            if ((p[i + k] & 0xC0) != 0x80)
-                return 0;
-        i += n;
+        st = need | lo << 8 | hi << 16;
     }
-    return 1;
+    *state = st;
+    return 0;
+}
+
+int rb__utf8_valid(const uint8_t *p, size_t len)
+{
+    uint32_t st = 0;
+    return rb__utf8_step(&st, p, len) == 0 && st == 0;
 }
 
 int rb__hello_parse(const uint8_t *p, size_t len, struct rb__hello *out)

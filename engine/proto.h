@@ -71,6 +71,9 @@ int rb__tune_parse(const uint8_t *p, size_t len, uint32_t *interval_ms, uint32_t
 
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
 int rb__utf8_valid(const uint8_t *p, size_t len);
+/* The same, fed in pieces: *state starts at 0; -EILSEQ as soon as a byte is wrong; the whole text
+ * is valid when every piece returned 0 and *state is 0 again at its end. */
+int rb__utf8_step(uint32_t *state, const uint8_t *p, size_t len);
 
 static inline uint64_t rb__get_u64(const uint8_t *p)
 {

@@ -51,7 +51,7 @@ static void rearm_queue(struct rb__worker *w, struct rb__ring *r, struct rb__con
  * becomes the peer (per-IP limit, on_open) and the bytes after it go on to the codec. *p and *n
  * are advanced past what the stage took. -1: the connection was released.
  */
-static int proxy_stage(struct rb__worker *w, struct rb__conn *c, const uint8_t **p, size_t *n)
+static int proxy_stage(struct rb__worker *w, struct rb__conn *c, uint8_t **p, size_t *n)
 {
     struct rb__conn_ext *x = rb__conn_ext(w, c);
     struct rb__proxy_hdr h;
@@ -114,7 +114,7 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         if (c && cqe->res > 0) {
-            const uint8_t *p = rb__bufring_addr(&r->bufs, bid);
+            uint8_t *p = rb__bufring_addr(&r->bufs, bid);
             size_t n = (size_t)cqe->res;
             RB__ADD(w, bytes_in, (uint64_t)cqe->res);
             if (c->proxy_pending && proxy_stage(w, c, &p, &n) < 0)

@@ -96,6 +96,7 @@ int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__ope
     if (rb__sess_clamp(&w->e->cfg, op, &wi) < 0)
         return -EPROTO;
     uint64_t id = wi.conn_id = rb__conn_id(w, c);
+    wi.arg = op->welcome_arg;
     apply(w, c, &wi);
     if (welcome && send_welcome(w, c, &wi) < 0)
         return -1;

@@ -145,6 +145,10 @@ const char *rb_close_code_name(int code)
         return "replaced";
     case RB_CLOSE_UNAUTHORIZED:
         return "unauthorized";
+    case RB_CLOSE_BAD_PAYLOAD:
+        return "bad_payload";
+    case RB_CLOSE_HANDSHAKE:
+        return "handshake";
     case RB_CLOSE_PEER:
         return "peer";
     case RB_CLOSE_EOF:

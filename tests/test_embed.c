@@ -1191,6 +1191,67 @@ static void test_create_rejects_bad_config(void **state)
 /* ---- two engines -------------------------------------------------------------------------------
  */
 
+/* Reads everything the engine sends until it closes the connection (or the deadline). */
+static size_t read_to_eof(struct client *cl, uint8_t *buf, size_t cap, int timeout_ms)
+{
+    size_t n = 0;
+    uint64_t end = mono_us() + (uint64_t)timeout_ms * 1000;
+    while (n < cap && mono_us() < end) {
+        struct pollfd pfd = {.fd = cl->fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)((end - mono_us()) / 1000) + 1) <= 0)
+            continue;
+        ssize_t r = recv(cl->fd, buf + n, cap - n, 0);
+        if (r <= 0)
+            return n;
+        n += (size_t)r;
+    }
+    fail_msg("the engine did not close the WebSocket within %d ms", timeout_ms);
+    return n;
+}
+
+/* WebSocket through the embedding API: on_open gets the upgrade's query, rb_send_text and rb_send
+ * (from another thread) go out as a text and a binary frame, rb_close(0) as Close 1000. */
+static void test_ws_open_send_close(void **state)
+{
+    struct fx *fx = *state;
+    struct rb_config cfg;
+    fx_config(fx, &cfg);
+    cfg.listen[0] = "ws://127.0.0.1:0";
+    fx_start(fx, &cfg);
+    struct client *cl = client_open(fx, fx->port);
+    static const char req[] = "GET /?mode=client&interval=2s&id=emb%2F1 HTTP/1.1\r\n"
+                              "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n\r\n";
+    send_raw(cl, req, sizeof(req) - 1);
+    struct ev ev;
+    assert_true(fx_wait(fx, EV_OPEN, 0, ANY, 3000, &ev));
+    assert_int_equal(ev.mode, RB_MODE_CLIENT);
+    assert_int_equal(ev.interval_ms, 2000);
+    assert_int_equal(ev.timeout_ms, 6000);
+    assert_int_equal(ev.client_id_len, 5);
+    assert_memory_equal(ev.client_id, "emb/1", 5);
+    assert_int_equal(rb_send_text(fx->e, ev.id, "h\xc3\xa9llo", 6), 0);
+    assert_int_equal(rb_send_text(fx->e, ev.id, "\xff", 1), -EILSEQ);
+    assert_int_equal(rb_send(fx->e, ev.id, "\x01\x02", 2), 0);
+    assert_int_equal(rb_close(fx->e, ev.id, 0), 0);
+    uint8_t buf[1024];
+    size_t n = read_to_eof(cl, buf, sizeof(buf) - 1, 3000);
+    buf[n] = 0;
+    const char *end = strstr((const char *)buf, "\r\n\r\n");
+    assert_non_null(end);
+    assert_memory_equal(buf, "HTTP/1.1 101 ", 13);
+    assert_non_null(
+        strstr((const char *)buf, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_non_null(strstr((const char *)buf, "Ringbeat-Mode: client\r\n"));
+    static const uint8_t frames[] = {0x81, 6, 'h', 0xc3, 0xa9, 'l', 'l',  'o',
+                                     0x82, 2, 1,   2,    0x88, 2,   0x03, 0xe8};
+    size_t head = (size_t)(end + 4 - (const char *)buf);
+    assert_int_equal(n - head, sizeof(frames));
+    assert_memory_equal(buf + head, frames, sizeof(frames));
+    assert_true(fx_wait(fx, EV_CLOSE, ev.id, RB_CLOSE_NORMAL, 3000, NULL));
+}
+
 static void test_two_engines(void **state)
 {
     struct fx *a = *state;
@@ -1256,6 +1317,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_closes_everyone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_rejects_bad_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_engines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_open_send_close, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,4 +9,5 @@ $SUDO apt-get install -y --no-install-recommends \
   build-essential g++ clang libclang-rt-14-dev cmake pkg-config ca-certificates \
   liburing-dev libssl-dev openssl libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev \
   libmicrohttpd-dev libhiredis-dev redis-server redis-tools haproxy \
+  chromium nodejs node-ws python3-websockets \
   python3 gnuplot-nox iproute2 iptables systemd procps

@@ -47,7 +47,7 @@ static const char usage_text[] =
     "\n"
     "  --listen [SCHEME://]ADDR:PORT  listen here (repeatable, up to 16; default 0.0.0.0:7600;\n"
     "                         [v6]:PORT for IPv6, :PORT for all IPv4; port 0 picks a free one;\n"
-    "                         no scheme or tcp:// serves protocol v1)\n"
+    "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
     "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
@@ -69,6 +69,12 @@ static const char usage_text[] =
     "  --batch-size N         completions that end a batch window early (default 64)\n"
     "  --drain-timeout D      on SIGTERM, time allowed to flush CLOSE(5) (default 5s)\n"
     "  --max-pending-out BYTES  queued output per connection before CLOSE(7) (default 64k)\n"
+    "  --ws-path PATH         WebSocket listeners serve only this path, others get 404\n"
+    "                         (default: any path)\n"
+    "  --ws-origin ORIGIN     allow this Origin on WebSocket listeners (repeatable, up to 16;\n"
+    "                         default: any); others get 403\n"
+    "  --handshake-timeout D  close an opening handshake (WebSocket upgrade) not complete by\n"
+    "                         then (default: the heartbeat timeout)\n"
     "  --metrics ADDR:PORT    serve Prometheus metrics on GET /metrics\n"
     "  --redis URL            publish presence to Redis and read this node's inbox:\n"
     "                         redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] (docs/presence.md)\n"
@@ -134,6 +140,9 @@ enum {
     OPT_AUTH_SECRET_FILE,
     OPT_PROXY_PROTOCOL,
     OPT_PROXY_FROM,
+    OPT_WS_PATH,
+    OPT_WS_ORIGIN,
+    OPT_HANDSHAKE_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -174,6 +183,9 @@ static const struct option long_options[] = {
     {"auth-secret-file", required_argument, NULL, OPT_AUTH_SECRET_FILE},
     {"proxy-protocol", no_argument, NULL, OPT_PROXY_PROTOCOL},
     {"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
+    {"ws-path", required_argument, NULL, OPT_WS_PATH},
+    {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -462,6 +474,22 @@ static void parse_args(int argc, char **argv, struct options *o)
                 usage_error("--proxy-from: '%s' is not ADDR[/BITS] (e.g. 10.0.0.0/8, ::1)", optarg);
             c->proxy_from_count++;
             break;
+        case OPT_WS_PATH:
+            /* Compared with the request's path as sent (origin-form: it starts with '/'). */
+            if (optarg[0] != '/' || strpbrk(optarg, "? \t\r\n"))
+                usage_error("--ws-path: '%s' is not a path like /heartbeat (no query)", optarg);
+            c->ws_path = optarg;
+            break;
+        case OPT_WS_ORIGIN:
+            if (c->ws_origin_count == RB_WS_ORIGIN_MAX)
+                usage_error("--ws-origin: at most %d origins", RB_WS_ORIGIN_MAX);
+            if (!strstr(optarg, "://") || strpbrk(optarg, " \t\r\n"))
+                usage_error("--ws-origin: '%s' is not an origin like https://example.com", optarg);
+            c->ws_origin[c->ws_origin_count++] = optarg;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            c->handshake_timeout_ms = parse_duration_ms("--handshake-timeout", optarg, 1, hour_ms);
+            break;
         case 'h':
             fputs(usage_text, stdout);
             exit(EXIT_OK);
@@ -556,9 +584,10 @@ static double hist_quantile(const struct rb_hist *h, const uint32_t *bounds, dou
 static void log_stats(struct rb_engine *e, const char *event)
 {
     static const int reasons[] = {
-        RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT, RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
-        RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG, RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
-        RB_CLOSE_UNAUTHORIZED, RB_CLOSE_PEER,    RB_CLOSE_EOF,         RB_CLOSE_RESET,
+        RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
+        RB_CLOSE_SHUTDOWN,     RB_CLOSE_TOO_BIG,     RB_CLOSE_SLOW_READER, RB_CLOSE_REPLACED,
+        RB_CLOSE_UNAUTHORIZED, RB_CLOSE_BAD_PAYLOAD, RB_CLOSE_HANDSHAKE,   RB_CLOSE_PEER,
+        RB_CLOSE_EOF,          RB_CLOSE_RESET,
     };
     struct rb_stats s;
     memset(&s, 0, sizeof(s));
@@ -585,6 +614,11 @@ static void log_stats(struct rb_engine *e, const char *event)
         out += s.frames_out[t];
     }
     APPEND(" frames_in=%" PRIu64 " frames_out=%" PRIu64, in, out);
+    /* Protocol-neutral: every protocol's pings and pongs received (v1 frames_in counts v1 only). */
+    uint64_t hb_in = 0;
+    for (int p = 0; p < RB_PROTOCOL_MAX; p++)
+        hb_in += s.proto[p].pings_in + s.proto[p].pongs_in;
+    APPEND(" heartbeats_in=%" PRIu64 " ws_conns=%" PRIu64, hb_in, s.proto[RB_PROTOCOL_WS].conns);
     double rtt = hist_quantile(&s.rtt_us, rb_rtt_bounds_us, 0.99);
     if (rtt >= 0)
         APPEND(" rtt_p99_us=%.0f", rtt);

@@ -66,6 +66,9 @@ enum rb_close_code {
     RB_CLOSE_SLOW_READER = 7,  /* extension: the peer does not read; pending output hit its cap */
     RB_CLOSE_REPLACED = 8,     /* the same client id connected again (single session) */
     RB_CLOSE_UNAUTHORIZED = 9, /* no valid token for the client id (rb_config.auth) */
+    /* 10 and up: local reasons of protocols other than v1 (v1 sends CLOSE(3) for them). */
+    RB_CLOSE_BAD_PAYLOAD = 10, /* a message the protocol forbids (WebSocket: text not UTF-8) */
+    RB_CLOSE_HANDSHAKE = 11,   /* an opening handshake refused (WebSocket: HTTP 4xx) */
     RB_CLOSE_PEER = 64,        /* the peer sent CLOSE */
     RB_CLOSE_EOF = 65,         /* the peer closed its side (FIN) */
     RB_CLOSE_RESET = 66,       /* the peer reset the connection, or another socket error */
@@ -117,7 +120,8 @@ struct rb_callbacks {
     void (*on_close)(struct rb_engine *e, uint64_t id, int reason, int peer_code, void *user);
 };
 
-#define RB_LISTEN_MAX 16
+#define RB_LISTEN_MAX    16
+#define RB_WS_ORIGIN_MAX 16
 
 /* An address prefix ("10.0.0.0/8", "::1", "192.0.2.7"): rb_parse_cidr, rb_cidr_match. */
 struct rb_cidr {
@@ -168,6 +172,11 @@ struct rb_config {
     const struct rb_auth *auth;
     struct rb_callbacks cb;
     void *user;
+    /* WebSocket listeners (docs/websocket.md); the strings must outlive the engine. */
+    const char *ws_path;                     /* the one path served (NULL: any); others: 404 */
+    const char *ws_origin[RB_WS_ORIGIN_MAX]; /* Origins allowed (none: any); others: 403 */
+    unsigned ws_origin_count;
+    uint32_t handshake_timeout_ms; /* an upgrade not complete by then is closed (0: timeout_ms) */
 };
 
 /* Fills cfg with the defaults listed above. */

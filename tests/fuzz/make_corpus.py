@@ -140,11 +140,91 @@ def token_seeds():
     }
 
 
+def ws_frame(op, payload=b"", fin=True, mask=b"\x11\x22\x33\x44", rsv=0):
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | rsv << 4 | op
+    m = 0x80 if mask else 0
+    if n < 126:
+        head = struct.pack(">BB", b0, m | n)
+    elif n < 65536:
+        head = struct.pack(">BBH", b0, m | 126, n)
+    else:
+        head = struct.pack(">BBQ", b0, m | 127, n)
+    if not mask:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_frame_seeds():
+    """Streams for fuzz_ws_frame; byte 0: bit 0 server side (masked), bits 1-2 message limit."""
+    session = (ws_frame(9, b"\0" * 8) + ws_frame(10, b"tokentok") + ws_frame(1, "h\u00e9llo".encode()) +
+               ws_frame(2, bytes(range(200))) + ws_frame(1, b"frag ", fin=False) +
+               ws_frame(9, b"mid") + ws_frame(0, "\u20ac".encode()[:2], fin=False) +
+               ws_frame(0, "\u20ac".encode()[2:]) + ws_frame(8, struct.pack(">H", 1000) + b"bye"))
+    bad = {
+        "unmasked": ws_frame(1, b"x", mask=None),
+        "rsv": ws_frame(1, b"x", rsv=4),
+        "opcode": ws_frame(3, b"x"),
+        "ctl_long": ws_frame(9, b"p" * 126),
+        "ctl_frag": ws_frame(9, b"p", fin=False),
+        "top_bit": struct.pack(">BBQ", 0x82, 0xFF, 1 << 63) + b"\0" * 4,
+        "len64": struct.pack(">BBQ", 0x82, 0xFF, 70000) + b"\0" * 4,
+        "nonminimal": struct.pack(">BBH", 0x82, 0xFE, 3) + b"\0" * 7,
+        "cont": ws_frame(0, b"x"),
+        "utf8": ws_frame(1, b"\xc3\x28"),
+        "utf8_split": ws_frame(1, b"\xe2\x82", fin=False) + ws_frame(0, b"\x28"),
+        "close_code": ws_frame(8, struct.pack(">H", 1005)),
+        "big": ws_frame(2, b"b" * 5000),
+    }
+    out = {"session_whole": bytes([5, 0, 0xFF]) + session,
+           "session_bytewise": bytes([5, 0, 0]) + session,
+           "session_odd": bytes([5, 3, 2, 6, 30, 0xF1]) + session,
+           "big_split": bytes([7, 1, 0xF0, 3]) + ws_frame(2, bytes(range(256)) * 100)}
+    client = session.replace(b"\x11\x22\x33\x44", b"")  # not exact, but a start for the fuzzer
+    out["client_side"] = bytes([4, 0, 0xFF]) + ws_frame(9, b"12345678", mask=None) + \
+        ws_frame(1, b"server text", mask=None) + ws_frame(8, struct.pack(">H", 4002), mask=None)
+    out["client_mix"] = bytes([4, 1, 1, 0xF0]) + client
+    for name, f in bad.items():
+        out["bad_" + name] = bytes([5, 1, 0xFF, 0]) + ws_frame(9, b"x") + f
+    return out
+
+
+def ws_http_seeds():
+    """Request heads for fuzz_ws_http; byte 0: bit 0 --ws-path /hb, bit 1 --ws-origin."""
+    def req(path="/", extra=(), key="dGhlIHNhbXBsZSBub25jZQ==", version="13"):
+        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:7600", "Upgrade: websocket",
+                 "Connection: keep-alive, Upgrade", "Sec-WebSocket-Key: " + key,
+                 "Sec-WebSocket-Version: " + version] + list(extra)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    heads = {
+        "plain": req(),
+        "query": req("/hb?interval=2s&timeout=7500ms&mode=client&id=ab%20c+d&token=x"),
+        "origin": req("/hb", ["Origin: https://a.example"]),
+        "origin_bad": req("/hb", ["Origin: https://evil.example"]),
+        "version": req(version="8"),
+        "key": req(key="short"),
+        "lf_only": req().replace(b"\r\n", b"\n"),
+        "deflate": req(extra=["Sec-WebSocket-Extensions: permessage-deflate"]),
+        "early_frame": req() + ws_frame(9, b"early"),
+        "big": req(extra=["X-Pad: " + "p" * 8300]),
+        "garbage": b"GARBAGE\r\n\r\n",
+        "reply": (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                  b"Ringbeat-Interval-Ms: 1000\r\nRingbeat-Mode: client\r\n\r\n"),
+    }
+    out = {}
+    for name, h in heads.items():
+        out[name] = bytes([3, 0, 0xFF]) + h
+        out[name + "_pieces"] = bytes([1, 2, 5, 17, 0xF0]) + h
+    return out
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUTDIR")
     for sub, seeds in (("frame", frame_seeds()), ("hello", hello_seeds()),
-                       ("proxy", proxy_seeds()), ("token", token_seeds())):
+                       ("proxy", proxy_seeds()), ("token", token_seeds()),
+                       ("ws_frame", ws_frame_seeds()), ("ws_http", ws_http_seeds())):
         d = os.path.join(sys.argv[1], sub)
         os.makedirs(d, exist_ok=True)
         for name, blob in seeds.items():

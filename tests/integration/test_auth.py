@@ -132,6 +132,32 @@ class Tokens(rbservers.ServersTestCase):
         self.assertEqual(len(r.xrange(P + "events")), 1)
         real.roundtrip(4)
 
+    def test_websocket_token_in_the_url(self):
+        """A ws:// listener takes the token as ?token=; a bad one gets HTTP 401 before the upgrade."""
+        import urllib.parse
+        from wstest import WsClient, handshake_request, new_key
+        d = self.start_daemon("--auth-secret-file", self.keys, "--mode", "client",
+                              "--stats-interval", "200ms", listen="ws://127.0.0.1:0")
+        good = self.mint("judy")
+
+        def ws(path):
+            c = WsClient(d.port)
+            self.addCleanup(c.close)
+            c.send(handshake_request(path, key=new_key()))
+            return c
+
+        r = ws("/?id=judy&token=" + urllib.parse.quote(good)).read_response()
+        self.assertEqual(r.status, 101, r)
+        self.assertTrue(r.headers.get("ringbeat-connection-id"))
+        for path in ("/?id=judy",                                       # missing
+                     "/?id=mallory&token=" + urllib.parse.quote(good),  # forged: another id
+                     "/?id=judy&token=12.x"):                           # malformed
+            c = ws(path)
+            r = c.read_response()
+            self.assertEqual(r.status, 401, (path, r))
+            c.expect_eof()
+        d.wait_line(r" closed_unauthorized=3\b", 5)  # the stats line counts them
+
     def test_token_tool_verifies(self):
         tok = self.mint("ivan", "--ttl", "1h")
         exp = int(tok.split(".")[0])

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "load_ws.h"
 #include "proto.h"
 #include "ringbeat.h"
 
@@ -50,7 +51,7 @@
 
 #define RING_ENTRIES 1024u
 #define CQ_ENTRIES   8192u
-#define TX_FRAME_MAX 160u /* a HELLO with a 64-byte id and a token */
+#define TX_FRAME_MAX 160u  /* a HELLO with a 64-byte id and a token */
 #define CLOSE_BATCH  1024u /* shutdown closes per ring per turn: paces a mass teardown */
 #define REARM_MIN    64u   /* ENOBUFS re-arms allowed per ring per turn even if no buffer came */
 /* shutdown: time allowed for the close completions: 5 s plus 1 s per 10k connections */
@@ -87,6 +88,7 @@ enum cstate {
 #define CF_SILENT     0x02
 #define CF_RESET_DONE 0x04
 #define CF_REARM_Q    0x08 /* the slot sits in the ENOBUFS re-arm queue */
+#define CF_WS_DEC     0x40 /* WebSocket: `ws_split` (not `split`) holds decoder state */
 /* per-connection-lifetime flags */
 #define CF_RECV        0x10 /* multishot recv armed */
 #define CF_WAS_PENDING 0x20
@@ -105,7 +107,11 @@ struct lconn {
     uint8_t rx_len; /* bytes of a split frame held in rx (the engine's v1 decoder) */
     uint8_t pad[3];
     uint8_t rx[RXCAP];
-    struct rb__v1_split *split; /* a longer split frame (rare: big DATA) */
+    union {
+        struct rb__v1_split *split;    /* a longer split frame (rare: big DATA); WebSocket: a 101
+                                          that came in pieces */
+        struct rb__ws_split *ws_split; /* WebSocket: a split frame or message (CF_WS_DEC) */
+    };
 };
 _Static_assert(sizeof(struct lconn) == 64, "per-connection state must stay 64 bytes");
 
@@ -330,8 +336,8 @@ static int client_id_of(const struct load_cfg *cfg, uint32_t id, char out[RB_CLI
     case LOAD_IDS_UUID: {
         uint64_t a = mix64(cfg->seed ^ (U64(id) << 1)), b = mix64(a ^ id);
         return snprintf(out, RB_CLIENT_ID_MAX + 1, "%08x-%04x-4%03x-%04x-%012llx",
-                        (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
-                        (unsigned)a & 0xfff, (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
+                        (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff,
+                        (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
                         (unsigned long long)(b & 0xffffffffffffull));
     }
     default:
@@ -349,9 +355,9 @@ static uint32_t frame_hello(uint8_t *out, const struct load_cfg *cfg, uint32_t i
                           .timeout_ms = cfg->timeout_ms,
                           .client_id = (const uint8_t *)cid,
                           .client_id_len = (size_t)n};
-    int tn = cfg->auth ? rb_auth_mint(cfg->auth, cid, (size_t)n, cfg->token_expiry_s, tok,
-                                      sizeof(tok))
-                       : 0;
+    int tn = cfg->auth
+                 ? rb_auth_mint(cfg->auth, cid, (size_t)n, cfg->token_expiry_s, tok, sizeof(tok))
+                 : 0;
     if (tn > 0) {
         h.token = (const uint8_t *)tok;
         h.token_len = (size_t)tn;
@@ -362,8 +368,27 @@ static uint32_t frame_hello(uint8_t *out, const struct load_cfg *cfg, uint32_t i
 static void rx_reset(struct lconn *c)
 {
     c->rx_len = 0;
-    free(c->split);
+    if (c->flags & CF_WS_DEC)
+        rb__ws_split_free(c->ws_split);
+    else
+        free(c->split);
     c->split = NULL;
+    c->flags &= (uint8_t)~CF_WS_DEC;
+}
+
+/* The frames we send, in the protocol of the run (v1, or masked WebSocket frames). */
+static uint32_t put_ping(const struct load_cfg *cfg, uint8_t *out, uint8_t type, uint64_t token)
+{
+    if (cfg->protocol == RB_PROTOCOL_WS)
+        return lws_put_ping(out, type, token);
+    return (uint32_t)rb__put_ping(out, type, token);
+}
+
+static uint32_t put_close(const struct load_cfg *cfg, uint8_t *out, uint16_t code)
+{
+    if (cfg->protocol == RB_PROTOCOL_WS)
+        return lws_put_close(out, code);
+    return (uint32_t)rb__put_close(out, code, NULL);
 }
 
 /* ---- connection lifecycle ---- */
@@ -412,8 +437,8 @@ static void begin_close(struct lworker *w, struct lring *r, uint32_t slot, bool 
     pending_leave(w, c);
     c->state = CS_CLOSING;
     if (send_close1) {
-        uint8_t f[8];
-        uint32_t n = (uint32_t)rb__put_close(f, RB_CLOSE_NORMAL, NULL);
+        uint8_t f[LWS_FRAME_MAX];
+        uint32_t n = put_close(w->L->cfg, f, RB_CLOSE_NORMAL);
         send_bytes(w, r, slot, f, n, now);
     }
     if (ring_reserve(w, r, 3) < 0) {
@@ -581,8 +606,8 @@ static void protocol_error(struct lworker *w, struct lring *r, uint32_t slot, ui
     CADD(w, protocol_errors, 1);
     struct lconn *c = &r->c[slot];
     if (c->state == CS_UP || c->state == CS_HELLO) {
-        uint8_t f[8];
-        uint32_t n = (uint32_t)rb__put_close(f, RB_CLOSE_PROTOCOL, NULL);
+        uint8_t f[LWS_FRAME_MAX];
+        uint32_t n = put_close(w->L->cfg, f, RB_CLOSE_PROTOCOL);
         send_bytes(w, r, slot, f, n, now);
     }
     begin_close(w, r, slot, false, false, now);
@@ -624,7 +649,7 @@ static void handle_frame(struct lworker *w, struct lring *r, uint32_t slot, uint
         if (c->state != CS_UP || (c->flags & CF_SILENT))
             return;
         uint8_t f[16];
-        uint32_t n = (uint32_t)rb__put_ping(f, RB_FRAME_PONG, rb__get_u64(p));
+        uint32_t n = put_ping(cfg, f, RB_FRAME_PONG, rb__get_u64(p));
         if (send_bytes(w, r, slot, f, n, now) == 0)
             CADD(w, pongs_sent, 1);
         return;
@@ -689,11 +714,26 @@ static int feed_frame(void *ctx, const struct rb__frame_hdr *h, const uint8_t *p
 }
 
 /* Splits received bytes into frames with the engine's own v1 decoder. */
-static void feed(struct lworker *w, struct lring *r, uint32_t slot, const uint8_t *d, uint32_t len,
+static void feed(struct lworker *w, struct lring *r, uint32_t slot, uint8_t *d, uint32_t len,
                  uint64_t now)
 {
     struct lconn *c = &r->c[slot];
     struct feed_ctx f = {.w = w, .r = r, .slot = slot, .now = now};
+    if (w->L->cfg->protocol == RB_PROTOCOL_WS) {
+        const struct lws_conn lc = {.flags = &c->flags,
+                                    .flag_dec = CF_WS_DEC,
+                                    .head = &c->split,
+                                    .dec = &c->ws_split,
+                                    .handshaking = c->state == CS_HELLO,
+                                    .id = c->id,
+                                    .nonce = c->gen,
+                                    .mode = w->L->cfg->mode,
+                                    .frame = feed_frame,
+                                    .ctx = &f};
+        if (lws_feed(&lc, d, len) < 0)
+            protocol_error(w, r, slot, now);
+        return;
+    }
     const struct rb__v1_rx rx = {.inl_len = &c->rx_len,
                                  .inl = c->rx,
                                  .inl_cap = RXCAP,
@@ -708,8 +748,13 @@ static void feed(struct lworker *w, struct lring *r, uint32_t slot, const uint8_
 
 static void send_hello(struct lworker *w, struct lring *r, uint32_t slot, uint64_t now)
 {
-    uint8_t f[TX_FRAME_MAX];
-    uint32_t n = frame_hello(f, w->L->cfg, r->c[slot].id);
+    uint8_t f[LWS_REQUEST_MAX];
+    const struct load_cfg *cfg = w->L->cfg;
+    const struct lconn *c = &r->c[slot];
+    uint32_t n = cfg->protocol == RB_PROTOCOL_WS
+                     ? lws_request(f, sizeof(f), cfg, c->id, c->gen,
+                                   &cfg->targets[c->id % cfg->target_count])
+                     : frame_hello(f, cfg, c->id);
     send_bytes(w, r, slot, f, n, now);
 }
 
@@ -833,7 +878,7 @@ static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sc
     }
     if (cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT) {
         uint8_t f[16];
-        uint32_t n = (uint32_t)rb__put_ping(f, RB_FRAME_PING, sched << 24 | slot);
+        uint32_t n = put_ping(cfg, f, RB_FRAME_PING, sched << 24 | slot);
         if (send_bytes(w, r, slot, f, n, now) == 0) {
             CADD(w, pings_sent, 1);
             lh_record(&w->lag_us, now - sched);
@@ -1119,7 +1164,7 @@ static void ring_teardown(struct lring *r)
         munmap(r->br, r->br_bytes);
     free(r->bufs);
     for (uint32_t i = 0; r->c && i < r->nslots; i++)
-        free(r->c[i].split);
+        rx_reset(&r->c[i]);
     free(r->c);
     free(r->order);
     free(r->rearm);

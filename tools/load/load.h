@@ -32,8 +32,10 @@ struct load_cfg {
     uint32_t slots_per_ring;     /* 0: RLIMIT_NOFILE - margin */
     uint32_t buffers;            /* provided receive buffers per ring (power of two) */
     uint32_t buffer_size;
-    bool close_frame; /* send CLOSE(1) before closing at the end */
-    bool quiet;       /* no live line */
+    bool close_frame;    /* send CLOSE(1) before closing at the end */
+    uint8_t protocol;    /* enum rb_protocol: v1, or WebSocket (tools/load/load_ws.c) */
+    const char *ws_path; /* WebSocket: the request path (NULL: "/") */
+    bool quiet;          /* no live line */
     uint64_t seed;
     uint8_t client_ids;         /* enum load_client_ids */
     const struct rb_auth *auth; /* mint a token for each HELLO (NULL: none) */

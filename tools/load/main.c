@@ -20,6 +20,8 @@ static const char usage[] =
     "  --rate N               connection attempts per second during the ramp (5000)\n"
     "  --duration D           hold time after the ramp (10s)\n"
     "  --workers N            threads; each drives as many rings as its connections need (1)\n"
+    "  --protocol v1|ws       protocol v1 (HELLO) or WebSocket (upgrade, masked frames) (v1)\n"
+    "  --ws-path PATH         WebSocket request path; the query carries what HELLO would (/)\n"
     "  --mode server|client|silent   heartbeat mode sent in HELLO (client)\n"
     "  --interval D           heartbeat interval sent in HELLO and used for our PINGs (1s)\n"
     "  --timeout D            liveness timeout sent in HELLO (0 = server default)\n"
@@ -160,6 +162,7 @@ static int write_json(const char *path, const struct load_cfg *cfg, const struct
     const struct lhist *l = &r->lateness_us;
     fprintf(f, "{\n");
     fprintf(f, "  \"connections\": %u,\n", cfg->connections);
+    fprintf(f, "  \"protocol\": \"%s\",\n", rb_protocol_name((enum rb_protocol)cfg->protocol));
     fprintf(f, "  \"connections_established\": %llu,\n", (unsigned long long)c->established);
     fprintf(f, "  \"connect_failures\": %llu,\n", (unsigned long long)c->connect_failures);
     fprintf(f, "  \"connect_attempts\": %llu,\n", (unsigned long long)c->attempts);
@@ -321,6 +324,8 @@ int main(int argc, char **argv)
         O_QUIET,
         O_CLIENT_IDS,
         O_TOKEN_FILE,
+        O_PROTOCOL,
+        O_WS_PATH,
         O_HELP,
         O_VERSION,
     };
@@ -349,6 +354,8 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, O_QUIET},
         {"client-ids", required_argument, NULL, O_CLIENT_IDS},
         {"token-secret-file", required_argument, NULL, O_TOKEN_FILE},
+        {"protocol", required_argument, NULL, O_PROTOCOL},
+        {"ws-path", required_argument, NULL, O_WS_PATH},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -419,6 +426,19 @@ int main(int argc, char **argv)
         case O_RAFTER:
             if (parse_duration_us(optarg, &cfg.reset_after_us) < 0)
                 return bad_flag("--reset-after", "expected a duration like 5s");
+            break;
+        case O_PROTOCOL:
+            if (strcmp(optarg, "v1") == 0)
+                cfg.protocol = RB_PROTOCOL_V1;
+            else if (strcmp(optarg, "ws") == 0)
+                cfg.protocol = RB_PROTOCOL_WS;
+            else
+                return bad_flag("--protocol", "expected v1 or ws");
+            break;
+        case O_WS_PATH:
+            if (optarg[0] != '/' || strpbrk(optarg, "? \t\r\n") || strlen(optarg) > 128)
+                return bad_flag("--ws-path", "expected a path like /hb (no query, <= 128 bytes)");
+            cfg.ws_path = optarg;
             break;
         case O_RECONNECT:
             cfg.reconnect = true;
