@@ -60,7 +60,7 @@ struct rbc {
     unsigned naddr, addr_i;
     struct rbc__backoff backoff;
     struct rbc__smart smart;
-    uint32_t srv_floor_ms, srv_cap_ms; /* the server's limits, as its WELCOMEs showed them */
+    uint32_t srv_floor_ms, srv_cap_ms;  /* the server's limits, as its WELCOMEs showed them */
     uint8_t stored[RBC__SMART_REC_LEN]; /* the last record given to store (or loaded) */
     bool have_stored;
     uint32_t gen; /* changes whenever the socket closes: stale callbacks stop on it */
@@ -122,11 +122,11 @@ int rbc__net_flush(struct rbc *c);
 void rbc__net_close(struct rbc *c);
 
 /* ---- sess.c: protocol v1 on the connection, heartbeats, closing and reconnecting ---- */
-void rbc__sess_begin(struct rbc *c);                  /* a connection attempt, now */
-void rbc__sess_connected(struct rbc *c);              /* TCP is up: HELLO */
+void rbc__sess_begin(struct rbc *c);                            /* a connection attempt, now */
+void rbc__sess_connected(struct rbc *c);                        /* TCP is up: HELLO */
 int rbc__sess_input(struct rbc *c, const uint8_t *p, size_t n); /* <0: the socket is gone */
 void rbc__sess_timers(struct rbc *c, uint64_t now_ms);
-uint64_t rbc__sess_deadline(const struct rbc *c);     /* 0: nothing pending */
+uint64_t rbc__sess_deadline(const struct rbc *c); /* 0: nothing pending */
 /* Ends the connection (or attempt): wire_code > 0 sends CLOSE(wire_code) first. */
 void rbc__sess_close(struct rbc *c, enum rbc_close_reason reason, int peer_code, int error,
                      uint16_t wire_code);

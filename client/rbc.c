@@ -110,8 +110,8 @@ static void set_network(struct rbc *c, const char *label)
 void rbc__sync(struct rbc *c)
 {
     if (c->fd >= 0) {
-        uint32_t want = c->state == RBC__CONNECTING ? EPOLLOUT
-                                                    : EPOLLIN | (c->out_len ? EPOLLOUT : 0);
+        uint32_t want =
+            c->state == RBC__CONNECTING ? EPOLLOUT : EPOLLIN | (c->out_len ? EPOLLOUT : 0);
         struct epoll_event ev = {.events = want, .data.u64 = (uint64_t)c->gen << 1 | 1};
         if (!c->fd_registered) {
             if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0) {
@@ -378,11 +378,16 @@ int rbc_stats(struct rbc *c, struct rbc_stats *out)
 const char *rbc_close_reason_name(enum rbc_close_reason r)
 {
     static const char *const names[] = {
-        [RBC_CLOSED_PEER] = "peer",           [RBC_CLOSED_EOF] = "eof",
-        [RBC_CLOSED_ERROR] = "error",         [RBC_CLOSED_DEAD] = "dead",
-        [RBC_CLOSED_CONNECT] = "connect",     [RBC_CLOSED_RESOLVE] = "resolve",
-        [RBC_CLOSED_HANDSHAKE] = "handshake", [RBC_CLOSED_PROTOCOL] = "protocol",
-        [RBC_CLOSED_TUNE_REFUSED] = "tune_refused", [RBC_CLOSED_NETWORK] = "network",
+        [RBC_CLOSED_PEER] = "peer",
+        [RBC_CLOSED_EOF] = "eof",
+        [RBC_CLOSED_ERROR] = "error",
+        [RBC_CLOSED_DEAD] = "dead",
+        [RBC_CLOSED_CONNECT] = "connect",
+        [RBC_CLOSED_RESOLVE] = "resolve",
+        [RBC_CLOSED_HANDSHAKE] = "handshake",
+        [RBC_CLOSED_PROTOCOL] = "protocol",
+        [RBC_CLOSED_TUNE_REFUSED] = "tune_refused",
+        [RBC_CLOSED_NETWORK] = "network",
         [RBC_CLOSED_STOPPED] = "stopped",
     };
     unsigned i = (unsigned)r;

@@ -90,7 +90,7 @@ void rbc__sess_begin(struct rbc *c)
     c->deadline_ms = rbc_clock_ms() + c->cfg.connect_timeout_ms;
     rbc__smart_connected(&c->smart);
     struct rbc_event ev = {.type = RBC_EV_CONNECTING};
-    ev.u.connecting.attempt = c->backoff.attempt + 1;
+    ev.u.connecting.attempt = c->backoff.attempt ? c->backoff.attempt : 1;
     uint32_t gen = c->gen;
     rbc__emit(c, &ev);
     if (c->gen != gen || c->state != RBC__CONNECTING || !c->started)
@@ -489,7 +489,6 @@ void rbc__sess_close(struct rbc *c, enum rbc_close_reason reason, int peer_code,
     c->ping_out = false;
     c->tune_pending = false;
     c->live = RBC_ALIVE;
-    rbc__smart_connected(&c->smart); /* the next connection warms up again */
     c->state = c->started ? RBC__BACKOFF : RBC__IDLE;
     int32_t retry = -1;
     if (c->started) {
@@ -499,10 +498,11 @@ void rbc__sess_close(struct rbc *c, enum rbc_close_reason reason, int peer_code,
     }
     uint32_t gen = c->gen;
     if (hb_failed)
-        heartbeat_result(c, false, used, 0);
-    rbc__store(c); /* progress at a stable value (stable_ms) */
+        heartbeat_result(c, false, used, 0); /* counted: this connection was past its warm-up */
     if (c->gen != gen)
         return;
+    rbc__smart_connected(&c->smart); /* the next connection warms up again */
+    rbc__store(c);                   /* progress at a stable value (stable_ms) */
     struct rbc_event ev = {.type = RBC_EV_CLOSED};
     ev.u.closed.reason = reason;
     ev.u.closed.peer_code = peer_code;

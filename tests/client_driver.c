@@ -152,8 +152,8 @@ static void on_event(struct rbc *c, const struct rbc_event *ev, void *user)
         break;
     case RBC_EV_CLOSED:
         out("closed reason=%s code=%d error=%d retry=%" PRId32,
-            rbc_close_reason_name(ev->u.closed.reason), ev->u.closed.peer_code,
-            ev->u.closed.error, ev->u.closed.retry_in_ms);
+            rbc_close_reason_name(ev->u.closed.reason), ev->u.closed.peer_code, ev->u.closed.error,
+            ev->u.closed.retry_in_ms);
         break;
     }
 }
@@ -207,40 +207,85 @@ static uint32_t num(const char *s)
 int main(int argc, char **argv)
 {
     struct rbc_config cfg = {.on_event = on_event, .load = load, .store = store};
-    static const struct option opts[] = {
-        {"mode", 1, 0, 'm'},     {"min", 1, 0, 'i'},      {"max", 1, 0, 'x'},
-        {"step", 1, 0, 's'},     {"margin", 1, 0, 'g'},   {"warmup", 1, 0, 'w'},
-        {"to-step", 1, 0, 'u'},  {"to-settle", 1, 0, 'd'}, {"reprobe", 1, 0, 'r'},
-        {"answer", 1, 0, 'a'},   {"connect", 1, 0, 'c'},  {"backoff-min", 1, 0, 'b'},
-        {"backoff-max", 1, 0, 'B'}, {"network", 1, 0, 'n'}, {"foreground", 0, 0, 'f'},
-        {"fixed", 0, 0, 'F'},    {"state", 1, 0, 'S'},    {"thread", 0, 0, 'T'},
-        {"seed", 1, 0, 'e'},     {"client-id", 1, 0, 'I'}, {"max-frame", 1, 0, 'M'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"mode", 1, 0, 'm'},        {"min", 1, 0, 'i'},
+                                         {"max", 1, 0, 'x'},         {"step", 1, 0, 's'},
+                                         {"margin", 1, 0, 'g'},      {"warmup", 1, 0, 'w'},
+                                         {"to-step", 1, 0, 'u'},     {"to-settle", 1, 0, 'd'},
+                                         {"reprobe", 1, 0, 'r'},     {"answer", 1, 0, 'a'},
+                                         {"connect", 1, 0, 'c'},     {"backoff-min", 1, 0, 'b'},
+                                         {"backoff-max", 1, 0, 'B'}, {"network", 1, 0, 'n'},
+                                         {"foreground", 0, 0, 'f'},  {"fixed", 0, 0, 'F'},
+                                         {"state", 1, 0, 'S'},       {"thread", 0, 0, 'T'},
+                                         {"seed", 1, 0, 'e'},        {"client-id", 1, 0, 'I'},
+                                         {"max-frame", 1, 0, 'M'},   {0, 0, 0, 0}};
     int opt, threaded = 0;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case 'm': cfg.mode = strcmp(optarg, "server") ? RBC_MODE_CLIENT : RBC_MODE_SERVER; break;
-        case 'i': cfg.smart.min_interval_ms = num(optarg); break;
-        case 'x': cfg.smart.max_interval_ms = num(optarg); break;
-        case 's': cfg.smart.step_ms = num(optarg); break;
-        case 'g': cfg.smart.margin_ms = num(optarg); break;
-        case 'w': cfg.smart.warmup = num(optarg); break;
-        case 'u': cfg.smart.successes_to_step = num(optarg); break;
-        case 'd': cfg.smart.failures_to_settle = num(optarg); break;
-        case 'r': cfg.smart.reprobe_ms = num(optarg); break;
-        case 'a': cfg.answer_timeout_ms = num(optarg); break;
-        case 'c': cfg.connect_timeout_ms = num(optarg); break;
-        case 'b': cfg.backoff_min_ms = num(optarg); break;
-        case 'B': cfg.backoff_max_ms = num(optarg); break;
-        case 'n': cfg.network = optarg; break;
-        case 'f': cfg.foreground = true; break;
-        case 'F': cfg.smart.fixed = true; break;
-        case 'S': state_path = optarg; break;
-        case 'T': threaded = 1; break;
-        case 'e': cfg.seed = strtoull(optarg, NULL, 10); break;
-        case 'I': cfg.client_id = optarg; break;
-        case 'M': cfg.max_frame = num(optarg); break;
-        default: return 2;
+        case 'm':
+            cfg.mode = strcmp(optarg, "server") ? RBC_MODE_CLIENT : RBC_MODE_SERVER;
+            break;
+        case 'i':
+            cfg.smart.min_interval_ms = num(optarg);
+            break;
+        case 'x':
+            cfg.smart.max_interval_ms = num(optarg);
+            break;
+        case 's':
+            cfg.smart.step_ms = num(optarg);
+            break;
+        case 'g':
+            cfg.smart.margin_ms = num(optarg);
+            break;
+        case 'w':
+            cfg.smart.warmup = num(optarg);
+            break;
+        case 'u':
+            cfg.smart.successes_to_step = num(optarg);
+            break;
+        case 'd':
+            cfg.smart.failures_to_settle = num(optarg);
+            break;
+        case 'r':
+            cfg.smart.reprobe_ms = num(optarg);
+            break;
+        case 'a':
+            cfg.answer_timeout_ms = num(optarg);
+            break;
+        case 'c':
+            cfg.connect_timeout_ms = num(optarg);
+            break;
+        case 'b':
+            cfg.backoff_min_ms = num(optarg);
+            break;
+        case 'B':
+            cfg.backoff_max_ms = num(optarg);
+            break;
+        case 'n':
+            cfg.network = optarg;
+            break;
+        case 'f':
+            cfg.foreground = true;
+            break;
+        case 'F':
+            cfg.smart.fixed = true;
+            break;
+        case 'S':
+            state_path = optarg;
+            break;
+        case 'T':
+            threaded = 1;
+            break;
+        case 'e':
+            cfg.seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'I':
+            cfg.client_id = optarg;
+            break;
+        case 'M':
+            cfg.max_frame = num(optarg);
+            break;
+        default:
+            return 2;
         }
     }
     if (optind != argc - 1) {

@@ -95,9 +95,10 @@ static void test_url_parser(void **state)
     assert_int_equal(rbc__url_parse("ws://h:80", &u), -EPROTONOSUPPORT);
     assert_int_equal(rbc__url_parse("wss://h:443", &u), -EPROTONOSUPPORT);
     assert_int_equal(rbc__url_parse("tls://h:443", &u), -EPROTONOSUPPORT);
-    const char *bad[] = {NULL, "", "h", "h:", ":80", "h:0", "h:65536", "h:80x", "h:-1",
-                         "::1:80", "[::1]80", "[::1", "http://h:80", "h h:80", "h/x:80",
-                         "u@h:80", "tcp://", "tcp://:80", "[]:80"};
+    const char *bad[] = {NULL,      "",        "h",           "h:",     ":80",
+                         "h:0",     "h:65536", "h:80x",       "h:-1",   "::1:80",
+                         "[::1]80", "[::1",    "http://h:80", "h h:80", "h/x:80",
+                         "u@h:80",  "tcp://",  "tcp://:80",   "[]:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(rbc__url_parse(bad[i], &u), -EINVAL);
     char longhost[300];

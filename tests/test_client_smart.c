@@ -62,7 +62,8 @@ static void test_warmup_then_learned_interval(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(rbc__smart_phase(&s), RBC_PHASE_WARMUP);
         assert_int_equal(rbc__smart_interval(&s), s.p.min_ms);
-        assert_int_equal(rbc__smart_result(&s, true, s.p.min_ms), -1); /* not at the learned value */
+        assert_int_equal(rbc__smart_result(&s, true, s.p.min_ms),
+                         -1); /* not at the learned value */
     }
     assert_int_equal(rbc__smart_result(&s, true, s.p.min_ms), -1);
     assert_int_equal(rbc__smart_phase(&s), RBC_PHASE_STABLE);
@@ -226,7 +227,7 @@ static void test_persistence_round_trip_and_bad_records(void **state)
     assert_int_equal(rbc__smart_load(&b, NULL, 0), -EINVAL);
     /* Out of today's range (the app's parameters changed): clamped, not thrown away. */
     memcpy(bad, rec, sizeof(bad));
-    bad[2] = 200, bad[3] = 200;                       /* counters beyond the thresholds */
+    bad[2] = 200, bad[3] = 200;                           /* counters beyond the thresholds */
     bad[4] = 0xff, bad[5] = 0xff, bad[6] = 0, bad[7] = 0; /* 4294901760 ms */
     assert_int_equal(rbc__smart_load(&b, bad, sizeof(bad)), 0);
     assert_int_equal(b.n.interval_ms, b.p.max_ms);
@@ -364,8 +365,8 @@ static void test_search_scaled_like_the_nat_test(void **state)
 {
     (void)state;
     /* The parameters of tests/integration/test_client_nat.py: min 2 s, step 2 s, margin 1 s. */
-    struct rbc_smart_config cfg = {.min_interval_ms = 2 * S, .max_interval_ms = 60 * S,
-                                   .step_ms = 2 * S, .margin_ms = 1 * S};
+    struct rbc_smart_config cfg = {
+        .min_interval_ms = 2 * S, .max_interval_ms = 60 * S, .step_ms = 2 * S, .margin_ms = 1 * S};
     struct rbc__smart_params p;
     assert_int_equal(rbc__smart_params(&cfg, &p), 0);
     struct rbc__smart s;

@@ -8,4 +8,4 @@ $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   build-essential g++ clang libclang-rt-14-dev cmake pkg-config ca-certificates \
   liburing-dev libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev \
-  python3 gnuplot-nox iproute2 iptables systemd procps
+  python3 gnuplot-nox iproute2 iptables conntrack systemd procps

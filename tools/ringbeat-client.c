@@ -1,5 +1,5 @@
 /* ringbeat-client.c — example: connect with libringbeat-client, print state changes and the
- * learned interval. Usage: ringbeat-client [options] HOST:PORT (see usage() below). */
+ * learned interval; -S DIR keeps what each network learned in DIR (one file per label). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,8 +16,7 @@ static const char *state_dir; /* -S: one file per network label, written by stor
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop = 1;
+    stop = sig;
 }
 
 static void path_for(char *path, size_t cap, const char *network)
@@ -47,7 +46,7 @@ static void store(void *user, const char *network, const void *buf, size_t len)
     char path[512];
     path_for(path, sizeof(path), network);
     FILE *f = fopen(path, "wb");
-    if (f && fwrite(buf, 1, len, f) != len)
+    if (!f || fwrite(buf, 1, len, f) != len)
         fprintf(stderr, "cannot write %s\n", path);
     if (f)
         fclose(f);
@@ -80,23 +79,15 @@ static void on_event(struct rbc *c, const struct rbc_event *ev, void *user)
     case RBC_EV_DATA:
         printf("data %zu bytes\n", ev->u.data.len);
         break;
+    case RBC_EV_HEARTBEAT: /* one per heartbeat: too chatty for this example */
+        break;
     case RBC_EV_CLOSED:
         printf("closed reason=%s code=%d error=%s retry_in=%" PRId32 "ms\n",
                rbc_close_reason_name(ev->u.closed.reason), ev->u.closed.peer_code,
                strerror(-ev->u.closed.error), ev->u.closed.retry_in_ms);
         break;
-    case RBC_EV_HEARTBEAT:
-        break; /* one per heartbeat: too chatty for this example */
     }
     fflush(stdout);
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "usage: ringbeat-client [-m client|server] [-n NETWORK] [-i MIN_MS] "
-                    "[-x MAX_MS] [-s STEP_MS] [-S STATE_DIR] [-f] HOST:PORT\n"
-                    "  -f: foreground (heartbeats pinned to the minimum)\n");
-    exit(2);
 }
 
 int main(int argc, char **argv)
@@ -127,11 +118,14 @@ int main(int argc, char **argv)
             cfg.foreground = true;
             break;
         default:
-            usage();
+            optind = argc; /* usage */
         }
     }
-    if (optind != argc - 1)
-        usage();
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: ringbeat-client [-m client|server] [-n NETWORK] [-i MIN_MS] "
+                        "[-x MAX_MS] [-s STEP_MS] [-S STATE_DIR] [-f(oreground)] HOST:PORT\n");
+        return 2;
+    }
     if (!state_dir)
         cfg.load = NULL, cfg.store = NULL;
     cfg.url = argv[optind];

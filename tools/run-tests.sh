@@ -16,16 +16,16 @@ run build-test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan+UBSan build =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
-echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats) =="
+echo "== TSan build: the multi-worker integration tests and the client helper thread =="
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run build-tsan "integration_test_(scale|daemon|ops)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
+  run build-tsan "integration_test_(scale|daemon|ops|client_thread)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
   -DRINGBEAT_BENCH=OFF
-echo "== libFuzzer (clang, ASan+UBSan): the frame decoder and the HELLO/CLOSE parsers =="
+echo "== libFuzzer (clang, ASan+UBSan): the frame decoder, the HELLO/CLOSE parsers, the client =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-30}
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_corpus
-for t in frame hello; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_client fuzz_corpus
+for t in frame hello client; do
   mkdir -p "build-fuzz/work-$t"
   if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$fuzz_s" -print_final_stats=1 \
       "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then

@@ -62,12 +62,12 @@ enum rbc_phase {
 struct rbc_heartbeat {
     char network[RBC_NETWORK_MAX];
     enum rbc_phase phase;
-    uint32_t interval_ms;     /* what heartbeats use now (the minimum in warm-up or foreground) */
-    uint32_t learned_ms;      /* the network's learned (stable) or probed interval */
-    uint32_t failures;        /* failures at learned_ms since its last success */
-    uint64_t failures_total;  /* failed heartbeats over this handle's life (every cause) */
-    uint64_t heartbeats;      /* heartbeats sent (client mode) or answered (server mode) */
-    bool tune;                /* the server follows TUNE (false after a CLOSE(3) to one) */
+    uint32_t interval_ms;    /* what heartbeats use now (the minimum in warm-up or foreground) */
+    uint32_t learned_ms;     /* the network's learned (stable) or probed interval */
+    uint32_t failures;       /* failures at learned_ms since its last success */
+    uint64_t failures_total; /* failed heartbeats over this handle's life (every cause) */
+    uint64_t heartbeats;     /* heartbeats sent (client mode) or answered (server mode) */
+    bool tune;               /* the server follows TUNE (false after a CLOSE(3) to one) */
 };
 
 enum rbc_event_type {
@@ -136,9 +136,9 @@ struct rbc_config {
      * reserved for the WebSocket and TLS transports (rbc_create: -EPROTONOSUPPORT for now). */
     const char *url;
     enum rbc_mode mode;
-    const char *client_id;    /* sent in the HELLO (at most 64 bytes); may be NULL */
-    const char *network;      /* the initial network label ("wifi:home", "cell:46001"); NULL: "" */
-    bool foreground;          /* start pinned to the minimum interval */
+    const char *client_id; /* sent in the HELLO (at most 64 bytes); may be NULL */
+    const char *network;   /* the initial network label ("wifi:home", "cell:46001"); NULL: "" */
+    bool foreground;       /* start pinned to the minimum interval */
     struct rbc_smart_config smart;
     uint32_t answer_timeout_ms;  /* 10000: a PING's PONG, or a server PING's lateness */
     uint32_t connect_timeout_ms; /* 10000: TCP connect, then again for the WELCOME */
@@ -160,8 +160,8 @@ struct rbc_config {
 };
 
 struct rbc_stats {
-    uint64_t attempts;           /* connection attempts */
-    uint64_t opened;             /* WELCOMEs to a HELLO */
+    uint64_t attempts; /* connection attempts */
+    uint64_t opened;   /* WELCOMEs to a HELLO */
     uint64_t pings_sent, pongs_received;
     uint64_t pings_received, pongs_sent;
     uint64_t heartbeats_ok, heartbeats_failed;
