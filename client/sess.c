@@ -148,8 +148,10 @@ static void learn_bounds(struct rbc *c, uint32_t asked_ms)
 static int on_welcome(struct rbc *c, const uint8_t *p, size_t len, uint64_t now)
 {
     struct rb__welcome w;
-    if (rb__welcome_parse(p, len, &w) < 0 || w.interval_ms == 0 || w.timeout_ms <= w.interval_ms)
-        return -EPROTO;
+    uint8_t mode = c->cfg.mode == RBC_MODE_SERVER ? RB_MODE_SERVER : RB_MODE_CLIENT;
+    if (rb__welcome_parse(p, len, &w) < 0 || w.interval_ms == 0 || w.timeout_ms <= w.interval_ms ||
+        w.mode != mode)
+        return -EPROTO; /* values no server may grant, or a scheme other than the one asked */
     bool open = c->state == RBC__HANDSHAKE;
     if (!open && !(c->state == RBC__OPEN && c->tune_pending))
         return -EPROTO; /* a WELCOME answers a HELLO or a TUNE, nothing else */
@@ -499,10 +501,10 @@ void rbc__sess_close(struct rbc *c, enum rbc_close_reason reason, int peer_code,
     uint32_t gen = c->gen;
     if (hb_failed)
         heartbeat_result(c, false, used, 0); /* counted: this connection was past its warm-up */
-    if (c->gen != gen)
-        return;
-    rbc__smart_connected(&c->smart); /* the next connection warms up again */
-    rbc__store(c);                   /* progress at a stable value (stable_ms) */
+    if (c->gen == gen) {                     /* else the callback already began another attempt */
+        rbc__smart_connected(&c->smart);     /* the next connection warms up again */
+        rbc__store(c);                       /* progress at a stable value (stable_ms) */
+    }
     struct rbc_event ev = {.type = RBC_EV_CLOSED};
     ev.u.closed.reason = reason;
     ev.u.closed.peer_code = peer_code;

@@ -17,7 +17,7 @@ it through the same NAT, for the heartbeat count.
 
 CI runs it with one success per step and one failure per probe (about 3 minutes); set
 RINGBEAT_NAT_LONG=1 for the Mars counts (3 warm-up, 5 successes per step, 2 failures; about
-8 minutes). Needs root, `ip netns`, iptables and conntrack (tools/install-deps.sh).
+9 minutes). Needs root, `ip netns`, iptables and conntrack (tools/install-deps.sh).
 """
 
 import os
