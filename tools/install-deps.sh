@@ -10,4 +10,4 @@ $SUDO apt-get install -y --no-install-recommends \
   liburing-dev libssl-dev openssl libjemalloc-dev libbenchmark-dev libcmocka-dev libsystemd-dev \
   libmicrohttpd-dev libhiredis-dev redis-server redis-tools haproxy \
   chromium nodejs node-ws python3-websockets \
-  python3 gnuplot-nox iproute2 iptables systemd procps
+  python3 gnuplot-nox iproute2 iptables conntrack systemd procps

@@ -16,13 +16,13 @@ run build-test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan+UBSan build =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run build-asan "" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_SANITIZE=ON -DRINGBEAT_BENCH=OFF
-echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats, presence threads) =="
+echo "== TSan build: the multi-worker integration tests (two workers, cross-thread stats, presence threads, the client helper thread) =="
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run build-tsan "integration_test_(scale|daemon|ops|metrics_http|redis)" -DCMAKE_BUILD_TYPE=Debug \
+  run build-tsan "integration_test_(scale|daemon|ops|metrics_http|redis|client_thread)" -DCMAKE_BUILD_TYPE=Debug \
   -DRINGBEAT_TSAN=ON -DRINGBEAT_BENCH=OFF
 echo "== libFuzzer (clang, ASan+UBSan): every parser of network bytes =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-20}
-fuzz_targets="frame hello ws_frame ws_http tls_record proxy token"
+fuzz_targets="frame hello ws_frame ws_http tls_record proxy token client"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
 # shellcheck disable=SC2086

@@ -219,12 +219,40 @@ def ws_http_seeds():
     return out
 
 
+def client_seeds():
+    """Inputs for fuzz_client; byte 0 selects 0 session (then mode/ping flags, chunk size),
+    1 smart heartbeat (4 parameter bytes, a 16-byte record, then operations), 2 URL."""
+    session = (frame(2, welcome(1, 1000, 2500, 9)) + frame(4, struct.pack(">Q", 1)) +
+               frame(3, b"\x07" * 8) + frame(5, b"data") + frame(2, welcome(1, 2000, 4500, 9)) +
+               frame(6, close(3)))
+    rec = struct.pack(">BBBBIII", 1, 1, 2, 1, 5000, 4000, 777)
+    out = {
+        "session_client": b"\x00\x00\x10" + session,
+        "session_server_bytewise": b"\x00\x01\x00" + session,
+        "session_ping_out": b"\x00\x02\x03" + session,
+        "session_tune_refused": b"\x00\x02\x0f" + frame(2, welcome(1, 1000, 2500)) +
+                                frame(6, close(3, b"unknown type")),
+        "session_bad": b"\x00\x00\x10" + frame(1, hello()) + frame(7, b"\x00" * 8),
+        "session_big": b"\x00\x00\x05" + frame(2, welcome()) + struct.pack(">BBH", 5, 0, 5000),
+        "session_split": b"\x00\x00\x02" + frame(2, welcome()) + frame(5, b"s" * 300),
+        "smart_fresh": b"\x01\x00\x00\x10\x10" + b"\x00" * 16 + bytes(range(96, 256)),
+        "smart_record": b"\x01\x05\x07\x09\x02" + rec + bytes([0x61, 0x60, 0x00, 0x61] * 20),
+        "smart_fg": b"\x01\x01\x02\x03\x04" + rec + bytes([0x21, 0x61, 0x20, 0x40, 0x5f] * 8),
+        "url_plain": b"\x02127.0.0.1:7600",
+        "url_v6": b"\x02tcp://[::1]:65535",
+        "url_ws": b"\x02ws://h:80",
+        "url_bad": b"\x02[::1:80",
+    }
+    return out
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUTDIR")
     for sub, seeds in (("frame", frame_seeds()), ("hello", hello_seeds()),
                        ("proxy", proxy_seeds()), ("token", token_seeds()),
-                       ("ws_frame", ws_frame_seeds()), ("ws_http", ws_http_seeds())):
+                       ("ws_frame", ws_frame_seeds()), ("ws_http", ws_http_seeds()),
+                       ("client", client_seeds())):
         d = os.path.join(sys.argv[1], sub)
         os.makedirs(d, exist_ok=True)
         for name, blob in seeds.items():

@@ -359,9 +359,11 @@ class Client:
 class Daemon:
     """ringbeatd on an ephemeral port; stderr is collected by a thread so it can be awaited."""
 
-    def __init__(self, *flags, listen="127.0.0.1:0", log_format=None, start_timeout=10.0):
+    def __init__(self, *flags, listen="127.0.0.1:0", log_format=None, start_timeout=10.0,
+                 prefix=()):
+        """prefix: a command that runs the daemon, e.g. ("ip", "netns", "exec", NS)."""
         self.path = daemon_path()
-        args = [self.path]
+        args = list(prefix) + [self.path]
         if listen is not None:
             args += ["--listen", listen]
         args += [str(f) for f in flags]
