@@ -1,6 +1,7 @@
 /* accept.c — accepting: multishot accepts into fixed-file tables, --accept-rate, ring rotation. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -110,13 +111,15 @@ static void accept_rotate(struct rb__worker *w)
     rb__accept_keep_armed(w);
 }
 
-/* Turns away a socket that has no record: the listener's codec says why, if it can. */
+/* Turns away a socket that has no record: the listener's codec says why, if it can (not over
+ * TLS: no handshake, no keys, so the socket just closes). */
 static void accept_refuse(struct rb__worker *w, struct rb__ring *r, uint32_t slot,
                           unsigned listener)
 {
     const struct rb__codec *codec = w->e->listeners[listener].codec;
     int reason = w->stopping ? RB_CLOSE_SHUTDOWN : RB_CLOSE_FULL;
-    uint8_t *frame = rb__out_alloc(w, codec->control_max);
+    bool plain = w->e->listeners[listener].spec.transport == RB_TRANSPORT_TCP;
+    uint8_t *frame = plain ? rb__out_alloc(w, codec->control_max) : NULL;
     uint32_t len = frame ? codec->put_close(frame, NULL, reason, 0) : 0;
     if (len)
         RB__INC(w, proto[codec->protocol].closes_out);
@@ -150,6 +153,10 @@ void rb__on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe
         !(c = rb__conn_new(w, r, slot, listener))) {
         atomic_fetch_sub_explicit(&w->e->conns, 1, memory_order_relaxed);
         accept_refuse(w, r, slot, listener);
+        return;
+    }
+    if (c->tls && rb__tls_start(w, c) < 0) { /* the handshake object and its deadline */
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
         return;
     }
     if (cfg->peer_addr || cfg->max_conns_per_ip) {
@@ -187,9 +194,9 @@ void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe)
         }
         r->ip_key[c->slot] = key;
     }
+    /* Kept apart from the ext (128 bytes), only until on_open has it. */
     struct rb__conn_ext *x;
-    if (w->e->cfg.peer_addr && !(c->flags & RB__CF_OPEN) && (x = rb__conn_ext(w, c))) {
-        x->peer = peer;
-        x->have_peer = true;
-    }
+    if (w->e->cfg.peer_addr && !(c->flags & RB__CF_OPEN) && (x = rb__conn_ext(w, c)) &&
+        (x->peer || (x->peer = malloc(sizeof(*x->peer)))))
+        *x->peer = peer;
 }

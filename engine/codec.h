@@ -13,7 +13,8 @@ struct rb__conn;
 
 /*
  * The loop knows no protocol. A listener names a codec; the receive path hands the codec the
- * connection's bytes (after the transport), and the codec turns each complete frame into one of
+ * connection's bytes (after the transport: over TLS, the plaintext of each record, and start()
+ * only once the TLS handshake is done), and the codec turns each complete frame into one of
  * the calls below, which do everything that does not depend on the protocol: liveness, RTT,
  * answers, callbacks, counters, release. Going the other way, the session layer asks the codec
  * to encode a ping, pong, message, welcome or close. A codec keeps its per-connection state in
@@ -45,8 +46,13 @@ struct rb__welcome_info {
 struct rb__codec {
     const char *name; /* the /metrics protocol label */
     enum rb_protocol protocol;
-    /* Bytes of the protocol stream; all of them are consumed (or the connection released). */
-    int (*input)(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n);
+    /* Optional: a record was just made for an accepted socket (before its timer starts), e.g. to
+     * give a handshake its own deadline. */
+    void (*start)(struct rb__worker *w, struct rb__conn *c);
+    /* Bytes of the protocol stream; all of them are consumed (or the connection released). They
+     * are the codec's to change in place (a receive buffer, recycled after the call: WebSocket
+     * unmasks there). */
+    int (*input)(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n);
     /* Encoders write one whole frame at out and return its length. Room: control_max for a
      * ping, pong or close; data_overhead + len for a message; welcome_max for a welcome. */
     uint32_t (*put_ping)(uint8_t *out, bool pong, const uint8_t *payload, uint32_t len);

@@ -86,7 +86,7 @@ static int v1_frame(void *ctx, const struct rb__frame_hdr *h, const uint8_t *p)
     return rb__sess_fail(w, c, RB_CLOSE_PROTOCOL, 0);
 }
 
-static int v1_input(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n)
+static int v1_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n)
 {
     struct v1_ctx ctx = {.w = w, .c = c};
     const struct rb__v1_rx rx = {.inl_len = &c->codec[0],

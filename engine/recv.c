@@ -46,8 +46,9 @@ static void rearm_queue(struct rb__worker *w, struct rb__ring *r, struct rb__con
 }
 
 /*
- * Bytes go to the connection's codec (the transport layer sits here); this file never sees a
- * frame. IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
+ * Bytes go to the connection's transport: plain, straight to its codec; TLS, to the handshake or
+ * the record layer, whose plaintext goes to the codec. This file never sees a frame or a record.
+ * IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
  */
 void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe)
 {
@@ -57,9 +58,10 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         if (c && cqe->res > 0) {
+            uint8_t *p = rb__bufring_addr(&r->bufs, bid);
             RB__ADD(w, bytes_in, (uint64_t)cqe->res);
-            if (rb__conn_codec(w, c)->input(w, c, rb__bufring_addr(&r->bufs, bid),
-                                            (size_t)cqe->res) < 0)
+            if ((c->tls ? rb__tls_input(w, c, p, (size_t)cqe->res)
+                        : rb__conn_codec(w, c)->input(w, c, p, (size_t)cqe->res)) < 0)
                 c = NULL;
         }
         rb__bufring_recycle(&r->bufs, bid);

@@ -170,6 +170,26 @@ const char *rb_protocol_name(enum rb_protocol p)
     return "unknown";
 }
 
+const char *rb_transport_name(enum rb_transport t)
+{
+    switch (t) {
+    case RB_TRANSPORT_TCP:
+        return "tcp";
+    case RB_TRANSPORT_TLS:
+        return "tls";
+    }
+    return "unknown";
+}
+
+const char *rb_tls_alert_kind_name(enum rb_tls_alert_kind k)
+{
+    static const char *const names[RB_TLS_ALERT_KINDS] = {
+        "close_notify",    "unexpected_message", "bad_record_mac",    "record_overflow",
+        "handshake_failure", "decode_error",     "illegal_parameter", "protocol_version",
+        "internal_error",  "other"};
+    return (unsigned)k < RB_TLS_ALERT_KINDS ? names[k] : "other";
+}
+
 const char *rb_liveness_name(enum rb_liveness l)
 {
     switch (l) {

@@ -20,12 +20,12 @@ echo "== TSan build: the multi-worker integration tests (two workers, cross-thre
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   run build-tsan "integration_test_(scale|daemon|ops)" -DCMAKE_BUILD_TYPE=Debug -DRINGBEAT_TSAN=ON \
   -DRINGBEAT_BENCH=OFF
-echo "== libFuzzer (clang, ASan+UBSan): frame decoder, HELLO/CLOSE parsers, TLS 1.3 record opener =="
+echo "== libFuzzer (clang, ASan+UBSan): frame decoder, HELLO/CLOSE parsers, TLS 1.3 record opener + collector, TLS handshake driver =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-30}
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_tls_record fuzz_corpus
-for t in frame hello tls_record; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_frame fuzz_hello fuzz_tls_record fuzz_tls_hs fuzz_corpus
+for t in frame hello tls_record tls_hs; do
   mkdir -p "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t"
   if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$fuzz_s" -print_final_stats=1 \
       "build-fuzz/work-$t" "build-fuzz/tests/fuzz/corpus/$t" >"build-fuzz/fuzz_$t.log" 2>&1; then

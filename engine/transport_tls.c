@@ -1,0 +1,734 @@
+/* transport_tls.c — the TLS transport: handshakes on the loop within a budget, records in and out. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * Between the socket and the codec of a tls:// listener (nginx's swapped recv/send, here the
+ * receive path and the output arena). Per connection, in the one allocation its ext already is:
+ *
+ *   struct rb__conn_ext (24 B) | part (8) | state (8) | union { rb_tls_conn (216) | hs pointer }
+ *
+ * 256 bytes from the worker's TLS slab (its own jemalloc arena, so the handshakes' garbage never
+ * shares its pages). The handshake object (OpenSSL's SSL, ~15 KB) exists only during the
+ * handshake (kept for TLS 1.2); `part` only while a record is split across receives (or, during
+ * the handshake, while received bytes wait for the turn's handshake step).
+ *
+ * Input: during the handshake, received bytes are only queued (a copy) and the connection is put
+ * on the worker's handshake queue. The loop's handshake step (rb__tls_handshakes, after the
+ * turn's completions, mailbox and timers) first submits what the turn produced, so the replies
+ * to established connections are on the wire before any handshake work, then runs at most
+ * tls_handshake_budget handshake records (the expensive one is the ClientHello: ECDHE and a
+ * signature) and leaves the rest for the next turn, which then does not sleep. A reconnect storm
+ * of full handshakes therefore delays a heartbeat by at most one budget's worth of handshakes.
+ * Established: records are collected by tls_feed.c, opened in place in the receive buffer, and
+ * their plaintext goes to the codec; replies the record layer makes (KeyUpdate, close_notify,
+ * alerts) are sent first, as rb_tls_open requires.
+ *
+ * Output: rb__out_begin gives the codec room inside a record (5 bytes before, 17 after) and
+ * rb__out_end seals it in place. While the codec handles one received record (a "batch"),
+ * consecutive frames to the connection share one record: the record stays open, the next frame
+ * goes where its tail was, and it is sealed and sent when the batch ends or anything else is
+ * allocated or submitted (rb__tls_seal_pending in rb__out_alloc, rb__out_send and
+ * rb__ring_reserve). Fifty PINGs in one record get fifty PONGs in one record.
+ */
+
+enum { TX_HANDSHAKE = 0, TX_OPEN = 1, TX_SSL = 2 };
+#define TX_STATE  0x03
+#define TX_FAILED 0x40 /* the handshake failure was counted */
+#define TX_QUEUED 0x80 /* on the worker's handshake queue */
+
+struct rb__tls_ext {
+    struct rb_tls_part *part; /* the split record; during the handshake, the queued input */
+    uint8_t state;            /* TX_* */
+    uint8_t pad[7];
+    union {
+        struct rb_tls_conn conn; /* TX_OPEN */
+        struct rb_tls_hs *hs;    /* TX_HANDSHAKE, TX_SSL */
+    } u;
+};
+#define TLS_EXT_SIZE (sizeof(struct rb__conn_ext) + sizeof(struct rb__tls_ext))
+_Static_assert(TLS_EXT_SIZE <= 256, "an established TLS connection costs one 256-byte object");
+
+/* How rb__tls_out_begin reserved the frame, for rb__tls_out_end. */
+enum { BEGIN_RECORD, BEGIN_APPEND, BEGIN_BIG, BEGIN_SSL };
+
+#define HS_QUEUE_MAX (2 * RB_TLS_MAX_RECORD) /* handshake input held before the step */
+#define PLAIN_MAX    RB_TLS_MAX_PLAIN
+/* AES-GCM keys are refused at 2^24 records (tls_record.c): a KeyUpdate comes first. */
+#define WRITE_LIMIT ((1ULL << 24) - 1)
+
+static struct rb__tls_ext *tx_of(const struct rb__conn *c)
+{
+    return (struct rb__tls_ext *)(void *)(c->ext + 1);
+}
+
+static enum rb_tls_alert_kind alert_kind(int alert)
+{
+    switch (alert) {
+    case RB_TLS_ALERT_CLOSE_NOTIFY:
+        return RB_TLS_ALERT_KIND_CLOSE_NOTIFY;
+    case RB_TLS_ALERT_UNEXPECTED_MESSAGE:
+        return RB_TLS_ALERT_KIND_UNEXPECTED_MESSAGE;
+    case RB_TLS_ALERT_BAD_RECORD_MAC:
+        return RB_TLS_ALERT_KIND_BAD_RECORD_MAC;
+    case RB_TLS_ALERT_RECORD_OVERFLOW:
+        return RB_TLS_ALERT_KIND_RECORD_OVERFLOW;
+    case RB_TLS_ALERT_HANDSHAKE_FAILURE:
+        return RB_TLS_ALERT_KIND_HANDSHAKE_FAILURE;
+    case RB_TLS_ALERT_DECODE_ERROR:
+        return RB_TLS_ALERT_KIND_DECODE_ERROR;
+    case 47:
+        return RB_TLS_ALERT_KIND_ILLEGAL_PARAMETER;
+    case RB_TLS_ALERT_PROTOCOL_VERSION:
+        return RB_TLS_ALERT_KIND_PROTOCOL_VERSION;
+    case RB_TLS_ALERT_INTERNAL_ERROR:
+        return RB_TLS_ALERT_KIND_INTERNAL_ERROR;
+    default:
+        return RB_TLS_ALERT_KIND_OTHER;
+    }
+}
+
+static void count_alert(struct rb__worker *w, int alert)
+{
+    if (alert >= 0)
+        RB__INC(w, tls.alerts_out[alert_kind(alert)]);
+}
+
+/* ---- setup ---- */
+
+int rb__tls_engine_init(struct rb_engine *e)
+{
+    const struct rb_config *c = &e->cfg;
+    if (!c->tls_cert_file || !c->tls_key_file)
+        return -EINVAL;
+    struct rb_tls_config tc = {.cert_file = c->tls_cert_file,
+                               .key_file = c->tls_key_file,
+                               .allow_tls12 = c->tls_allow_12,
+                               .ciphers = c->tls_ciphers,
+                               .ciphersuites = c->tls_ciphersuites,
+                               .no_tickets = c->tls_no_tickets,
+                               .ticket_rotate_s = c->tls_ticket_rotate_s};
+    return rb_tls_ctx_new(&tc, &e->tls);
+}
+
+void rb__tls_engine_free(struct rb_engine *e)
+{
+    rb_tls_ctx_free(e->tls);
+    e->tls = NULL;
+}
+
+int rb__tls_worker_init(struct rb__worker *w)
+{
+    if (!w->e->tls)
+        return 0;
+    int ret = rb_tls_scratch_new(&w->tls_scratch);
+    if (ret < 0)
+        return ret;
+    if ((w->e->cfg.tls_allow_12 || w->e->cfg.tls_keep_ssl) && !(w->tls_plain = malloc(PLAIN_MAX)))
+        return -ENOMEM;
+    return rb__slab_init(&w->tls_slab, TLS_EXT_SIZE, 4096, 0);
+}
+
+void rb__tls_worker_free(struct rb__worker *w)
+{
+    if (w->tls_scratch) {
+        rb_tls_scratch_free(w->tls_scratch);
+        rb__slab_destroy(&w->tls_slab);
+        w->tls_scratch = NULL;
+    }
+    free(w->tls_plain);
+    free(w->tls_hsq);
+    w->tls_plain = NULL;
+    w->tls_hsq = NULL;
+}
+
+void rb__tls_tick(struct rb__worker *w)
+{
+    if (!w->e->tls || w->now_ms64 < w->tls_rotate_check_ms)
+        return;
+    w->tls_rotate_check_ms = w->now_ms64 + 1000;
+    rb_tls_ctx_maybe_rotate(w->e->tls, rb_clock_ns());
+}
+
+int rb__tls_start(struct rb__worker *w, struct rb__conn *c)
+{
+    struct rb__conn_ext *x = rb__slab_alloc(&w->tls_slab);
+    if (!x)
+        return -ENOMEM;
+    memset(x, 0, TLS_EXT_SIZE);
+    struct rb__tls_ext *t = (struct rb__tls_ext *)(void *)(x + 1);
+    if (rb_tls_hs_new(w->e->tls, &t->u.hs) < 0) {
+        rb__slab_free(&w->tls_slab, x);
+        return -ENOMEM;
+    }
+    t->state = TX_HANDSHAKE;
+    c->ext = x;
+    RB__INC(w, tls.handshaking);
+    /* The handshake has its own deadline and no heartbeats: silent mode with interval =
+     * timeout = --handshake-timeout, so liveness needs no notion of a handshake (as the
+     * WebSocket upgrade does it). The handshake's end restores the defaults. */
+    c->interval_ms = c->timeout_ms = w->e->cfg.handshake_timeout_ms;
+    rb__conn_set_mode(c, RB_MODE_SILENT);
+    rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
+    return 0;
+}
+
+void rb__tls_release(struct rb__worker *w, struct rb__conn *c, int reason)
+{
+    struct rb__conn_ext *x = c->ext;
+    struct rb__tls_ext *t = tx_of(c);
+    if (w->tls_batch == c)
+        w->tls_batch = NULL;
+    if (w->tls_open == c)
+        w->tls_open = NULL; /* (sealed already by rb__tls_close_bytes, unless blocked) */
+    switch (t->state & TX_STATE) {
+    case TX_HANDSHAKE:
+        rb_tls_hs_free(t->u.hs);
+        RB__DEC(w, tls.handshaking);
+        if (t->state & TX_FAILED)
+            break;
+        if (reason == RB_CLOSE_TIMEOUT)
+            RB__INC(w, tls.timeouts);
+        else
+            RB__INC(w, tls.aborted);
+        break;
+    case TX_OPEN:
+        rb_tls_conn_wipe(&t->u.conn);
+        RB__DEC(w, tls.conns);
+        break;
+    case TX_SSL:
+        rb_tls_hs_free(t->u.hs);
+        RB__DEC(w, tls.conns);
+        RB__DEC(w, tls.ssl_kept);
+        break;
+    }
+    free(t->part);
+    rb__slab_free(&w->tls_slab, x);
+}
+
+/* ---- bytes that are TLS already (handshake flights, sealed replies) ---- */
+
+static bool send_raw(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n)
+{
+    uint8_t *b = rb__out_alloc(w, (uint32_t)n);
+    if (!b) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return false;
+    }
+    memcpy(b, p, n);
+    return rb__out_send(w, c, b, (uint32_t)n);
+}
+
+/* What OpenSSL queued on the connection's write BIO. false: c was released. */
+static bool send_ssl_out(struct rb__worker *w, struct rb__conn *c, struct rb_tls_hs *hs)
+{
+    size_t n = rb_tls_hs_out_pending(hs);
+    if (!n)
+        return true;
+    uint8_t *b = rb__out_alloc(w, (uint32_t)n);
+    if (!b) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return false;
+    }
+    size_t got = rb_tls_hs_take_out(hs, b, n);
+    rb__out_resize_last(w, b + n, b + got);
+    return got ? rb__out_send(w, c, b, (uint32_t)got) : true;
+}
+
+/* ---- plaintext to the codec ---- */
+
+/* One record's plaintext: the codec's frames for c in the meantime share one record. */
+static int plaintext(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n)
+{
+    uint64_t id = rb__conn_id(w, c);
+    w->tls_batch = c;
+    if (rb__conn_codec(w, c)->input(w, c, p, n) < 0)
+        return -1; /* released: the release ended the batch */
+    w->tls_batch = NULL;
+    rb__tls_seal_pending(w);
+    return rb__conn_lookup(w, id) ? 0 : -1;
+}
+
+/* ---- established, TLS 1.3: our record layer ---- */
+
+struct rec_ctx {
+    struct rb__worker *w;
+    struct rb__conn *c;
+    struct rb__tls_ext *t;
+};
+
+/* One whole record (in the receive buffer or the part): opened in place. 1: c was released. */
+static int on_record(void *arg, uint8_t *rec, size_t len)
+{
+    struct rec_ctx *x = arg;
+    struct rb__worker *w = x->w;
+    struct rb__conn *c = x->c;
+    struct rb_tls_conn *k = &x->t->u.conn;
+    struct rb_tls_opened o;
+    rb__tls_seal_pending(w); /* a reply is sealed at the current sequence: nothing may be before */
+    int r = rb_tls_open(k, w->tls_scratch, rec, len, &o);
+    if (o.reply_len) {
+        if (r == RB_TLS_NOTHING)
+            RB__INC(w, tls.key_updates_out);
+        else
+            count_alert(w, r == RB_TLS_CLOSED ? RB_TLS_ALERT_CLOSE_NOTIFY : o.alert);
+        if (!send_raw(w, c, o.reply, o.reply_len))
+            return 1;
+    }
+    switch (r) {
+    case RB_TLS_DATA:
+        return o.len && plaintext(w, c, o.data, o.len) < 0 ? 1 : 0;
+    case RB_TLS_NOTHING:
+        if (k->rd.seq == 0) /* read keys just moved on: a KeyUpdate ended in this record */
+            RB__INC(w, tls.key_updates_in);
+        return 0;
+    case RB_TLS_CLOSED: /* the peer's close_notify; ours went out in the reply */
+        rb__conn_release(w, c, RB_CLOSE_EOF, 0);
+        return 1;
+    case -ECONNRESET: /* the peer's fatal alert: nothing goes back */
+        RB__INC(w, tls.alerts_in);
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return 1;
+    default: /* bad MAC, bad record: our alert went out in the reply */
+        rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+        return 1;
+    }
+}
+
+static int records(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t, uint8_t *p,
+                   size_t n)
+{
+    struct rec_ctx x = {.w = w, .c = c, .t = t};
+    const struct rb_tls_rx rx = {.part = &t->part, .record = on_record, .ctx = &x};
+    int r = rb_tls_feed(&rx, p, n);
+    if (r == 0)
+        return 0;
+    if (r == 1)
+        return -1;
+    if (r == -EMSGSIZE || r == -EPROTO) { /* a header no record may have */
+        uint8_t a[RB_TLS_REPLY_MAX];
+        int al = r == -EMSGSIZE ? RB_TLS_ALERT_RECORD_OVERFLOW : RB_TLS_ALERT_UNEXPECTED_MESSAGE;
+        int m = rb_tls_seal_alert(&t->u.conn, w->tls_scratch, a, al);
+        if (m > 0) {
+            count_alert(w, al);
+            if (!send_raw(w, c, a, (size_t)m))
+                return -1;
+        }
+        rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+        return -1;
+    }
+    rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+    return -1;
+}
+
+/* ---- established, SSL object kept (TLS 1.2, or tls_keep_ssl) ---- */
+
+static int ssl_input(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
+                     const uint8_t *p, size_t n)
+{
+    struct rb_tls_hs *hs = t->u.hs;
+    uint64_t id = rb__conn_id(w, c);
+    if (rb_tls12_feed(hs, p, n) < 0) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return -1;
+    }
+    int r;
+    while ((r = rb_tls12_read(hs, w->tls_plain, PLAIN_MAX)) > 0) {
+        if (!send_ssl_out(w, c, hs) || plaintext(w, c, w->tls_plain, (size_t)r) < 0)
+            return -1;
+    }
+    if (!send_ssl_out(w, c, hs)) /* a KeyUpdate answer, our close_notify or our alert */
+        return -1;
+    if (r == 0)
+        return rb__conn_lookup(w, id) ? 0 : -1;
+    if (r == -ESHUTDOWN) {
+        count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
+        rb__conn_release(w, c, RB_CLOSE_EOF, 0);
+    } else if (r == -ECONNRESET) {
+        RB__INC(w, tls.alerts_in);
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+    } else {
+        rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+    }
+    return -1;
+}
+
+/* ---- the handshake ---- */
+
+static int hsq_push(struct rb__worker *w, uint64_t id)
+{
+    if (w->tls_hsq_len == w->tls_hsq_cap) {
+        uint32_t cap = w->tls_hsq_cap ? w->tls_hsq_cap * 2 : 64;
+        uint64_t *q = malloc(cap * sizeof(*q));
+        if (!q)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < w->tls_hsq_len; i++)
+            q[i] = w->tls_hsq[(w->tls_hsq_head + i) & (w->tls_hsq_cap - 1)];
+        free(w->tls_hsq);
+        w->tls_hsq = q;
+        w->tls_hsq_cap = cap;
+        w->tls_hsq_head = 0;
+    }
+    w->tls_hsq[(w->tls_hsq_head + w->tls_hsq_len++) & (w->tls_hsq_cap - 1)] = id;
+    return 0;
+}
+
+static void hsq_pop(struct rb__worker *w)
+{
+    w->tls_hsq_head = (w->tls_hsq_head + 1) & (w->tls_hsq_cap - 1);
+    w->tls_hsq_len--;
+}
+
+/* Received during the handshake: kept for the turn's handshake step. */
+static int hs_queue(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
+                    const uint8_t *p, size_t n)
+{
+    struct rb_tls_part *q = t->part;
+    size_t have = q ? q->have : 0;
+    if (have + n > HS_QUEUE_MAX) { /* no client sends this much before an answer */
+        t->state |= TX_FAILED;
+        RB__INC(w, tls.failed);
+        rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+        return -1;
+    }
+    if (!q || q->cap < have + n) {
+        size_t cap = q ? (size_t)q->cap * 2 : 1024;
+        while (cap < have + n)
+            cap *= 2;
+        struct rb_tls_part *g = realloc(q, sizeof(*g) + cap);
+        if (!g) {
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            return -1;
+        }
+        g->have = (uint32_t)have;
+        g->cap = (uint32_t)cap;
+        t->part = q = g;
+    }
+    memcpy(q->data + q->have, p, n);
+    q->have += (uint32_t)n;
+    if (!(t->state & TX_QUEUED)) {
+        if (hsq_push(w, rb__conn_id(w, c)) < 0) {
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            return -1;
+        }
+        t->state |= TX_QUEUED;
+    }
+    return 0;
+}
+
+/* The handshake is done: the record layer (or the kept SSL object) takes over, liveness gets
+ * the defaults, the codec starts; bytes behind the client's Finished are already records. */
+static int hs_done(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
+                   uint8_t *rest, size_t n)
+{
+    const struct rb_config *cfg = &w->e->cfg;
+    struct rb_tls_hs *hs = t->u.hs;
+    bool resumed = rb_tls_hs_resumed(hs);
+    RB__DEC(w, tls.handshaking);
+    RB__INC(w, tls.conns);
+    if (resumed)
+        RB__INC(w, tls.resumed);
+    else
+        RB__INC(w, tls.full);
+    if (rb_tls_hs_version(hs) == 0x0304 && !cfg->tls_keep_ssl) {
+        t->state = TX_OPEN;
+        if (rb_tls_hs_export(hs, &t->u.conn) < 0) { /* frees hs either way */
+            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            return -1;
+        }
+    } else {
+        rb_tls_hs_keep(hs);
+        t->state = TX_SSL;
+        RB__INC(w, tls.ssl_kept);
+    }
+    c->interval_ms = cfg->interval_ms;
+    c->timeout_ms = cfg->timeout_ms; /* what the listener's TCP_USER_TIMEOUT says */
+    rb__conn_set_mode(c, cfg->mode);
+    rb__live_touch(w, c);
+    rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
+    rb__live_start(w, c);
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    if (codec->start)
+        codec->start(w, c);
+    if (!n)
+        return 0;
+    return (t->state & TX_STATE) == TX_OPEN ? records(w, c, t, rest, n)
+                                            : ssl_input(w, c, t, rest, n);
+}
+
+/*
+ * Runs a connection's queued handshake input, one record per step, while the budget lasts.
+ * 1: input is left (the budget ran out), 0: all of it was used, -1: c was released. The queue is
+ * detached while it runs, so a release on the way cannot free it under our feet.
+ */
+static int hs_work(struct rb__worker *w, struct rb__conn *c, uint32_t *budget)
+{
+    struct rb__tls_ext *t = tx_of(c);
+    struct rb_tls_part *q = t->part;
+    struct rb_tls_hs *hs = t->u.hs;
+    t->part = NULL;
+    size_t off = 0, n = q ? q->have : 0;
+    int ret = 0;
+    while (off < n) {
+        if (!*budget) {
+            memmove(q->data, q->data + off, n - off);
+            q->have = (uint32_t)(n - off);
+            t->part = q;
+            return 1;
+        }
+        unsigned runs = rb_tls_hs_runs(hs);
+        size_t used = 0;
+        int r = rb_tls_hs_step(hs, q->data + off, n - off, &used);
+        off += used;
+        unsigned spent = rb_tls_hs_runs(hs) - runs;
+        *budget = spent < *budget ? *budget - spent : 0;
+        if (!send_ssl_out(w, c, hs)) { /* the server's flight, tickets, or the alert */
+            ret = -1;
+            break;
+        }
+        if (r < 0) {
+            count_alert(w, rb_tls_hs_alert(hs));
+            t->state |= TX_FAILED;
+            RB__INC(w, tls.failed);
+            rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
+            ret = -1;
+            break;
+        }
+        if (r == RB_TLS_HS_DONE) {
+            t->state &= (uint8_t)~TX_QUEUED;
+            ret = hs_done(w, c, t, q->data + off, n - off) < 0 ? -1 : 0;
+            free(q);
+            return ret;
+        }
+    }
+    free(q);
+    if (ret == 0)
+        t->state &= (uint8_t)~TX_QUEUED;
+    return ret;
+}
+
+/* Everything queued so far goes to the kernel before the handshake work. */
+static void submit_all(struct rb__worker *w)
+{
+    rb__tls_seal_pending(w);
+    for (unsigned i = 0; i < w->nrings; i++) {
+        unsigned n = io_uring_sq_ready(&w->rings[i].uring);
+        if (n && rb__ring_submit(&w->rings[i].uring) == 0) {
+            RB__INC(w, submits);
+            RB__ADD(w, sqes_submitted, n);
+        }
+    }
+}
+
+bool rb__tls_handshakes(struct rb__worker *w)
+{
+    if (!w->tls_hsq_len)
+        return false;
+    submit_all(w);
+    uint32_t budget = w->e->cfg.tls_handshake_budget;
+    while (w->tls_hsq_len && budget) {
+        struct rb__conn *c = rb__conn_lookup(w, w->tls_hsq[w->tls_hsq_head]);
+        if (!c || !c->tls || (tx_of(c)->state & (TX_STATE | TX_QUEUED)) !=
+                                 (TX_HANDSHAKE | TX_QUEUED)) {
+            hsq_pop(w); /* released, or done meanwhile */
+            continue;
+        }
+        if (hs_work(w, c, &budget) == 1)
+            break; /* it keeps its place at the head */
+        hsq_pop(w);
+    }
+    if (!w->tls_hsq_len)
+        return false;
+    RB__INC(w, tls.budget_exhausted);
+    return true;
+}
+
+int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n)
+{
+    struct rb__tls_ext *t = tx_of(c);
+    switch (t->state & TX_STATE) {
+    case TX_HANDSHAKE:
+        return hs_queue(w, c, t, p, n);
+    case TX_OPEN:
+        return records(w, c, t, p, n);
+    default:
+        return ssl_input(w, c, t, p, n);
+    }
+}
+
+/* ---- output: frames sealed in place ---- */
+
+/* Seals rec[5..5+len) and sends the record. false: c was released. */
+static bool seal_send(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
+                      uint8_t *rec, uint32_t len)
+{
+    int n = rb_tls_seal(&t->u.conn, w->tls_scratch, rec, len);
+    if (n < 0)
+        return true; /* closed or failed: nothing more goes out (the close is on its way) */
+    return rb__out_send(w, c, rec, (uint32_t)n);
+}
+
+void rb__tls_seal_open(struct rb__worker *w)
+{
+    struct rb__conn *c = w->tls_open;
+    w->tls_open = NULL;
+    seal_send(w, c, tx_of(c), w->tls_open_rec, w->tls_open_len);
+}
+
+/* An AES-GCM write key near its record limit: our KeyUpdate first (once per 2^24 records). */
+static bool key_update(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t)
+{
+    struct rb_tls_conn *k = &t->u.conn;
+    if (k->suite == RB_TLS_CHACHA20_POLY1305_SHA256 || k->wr.seq < WRITE_LIMIT)
+        return true;
+    uint8_t *b = rb__out_alloc(w, RB_TLS_REPLY_MAX);
+    if (!b)
+        return false;
+    int n = rb_tls_seal_keyupdate(k, w->tls_scratch, b, false);
+    if (n < 0)
+        return false;
+    rb__out_resize_last(w, b + RB_TLS_REPLY_MAX, b + n);
+    RB__INC(w, tls.key_updates_out);
+    return rb__out_send(w, c, b, (uint32_t)n);
+}
+
+uint8_t *rb__tls_out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len)
+{
+    struct rb__tls_ext *t = tx_of(c);
+    uint8_t *p;
+    switch (t->state & TX_STATE) {
+    case TX_HANDSHAKE:
+        return NULL; /* no keys yet (the codec has not even started) */
+    case TX_SSL:
+        w->tls_begin_kind = BEGIN_SSL;
+        break;
+    default:
+        if (max_len > PLAIN_MAX) { /* a frame over several records: staged, then copied */
+            w->tls_begin_kind = BEGIN_BIG;
+            break;
+        }
+        if (w->tls_open == c && w->tls_open_len + max_len <= PLAIN_MAX) {
+            /* The next frame of the batch goes where the open record's tail was. */
+            uint8_t *end = w->tls_open_rec + RB_TLS_HDR_LEN + w->tls_open_len + RB_TLS_SEAL_TAIL;
+            if (rb__out_resize_last(w, end, end + max_len)) {
+                w->tls_begin_kind = BEGIN_APPEND;
+                w->tls_begin_end = end + max_len;
+                return end - RB_TLS_SEAL_TAIL;
+            }
+        }
+        if (w->tls_open == c) { /* sealed before the new one takes the next sequence number */
+            uint64_t id = rb__conn_id(w, c);
+            rb__tls_seal_open(w);
+            if (!rb__conn_lookup(w, id))
+                return NULL;
+        }
+        if (!key_update(w, c, t))
+            return NULL;
+        if (!(p = rb__out_alloc(w, RB_TLS_HDR_LEN + max_len + RB_TLS_SEAL_TAIL)))
+            return NULL;
+        w->tls_begin_kind = BEGIN_RECORD;
+        w->tls_begin_end = p + RB_TLS_HDR_LEN + max_len + RB_TLS_SEAL_TAIL;
+        return p + RB_TLS_HDR_LEN;
+    }
+    if (!(p = rb__out_alloc(w, max_len)))
+        return NULL;
+    w->tls_begin_end = p + max_len;
+    return p;
+}
+
+void rb__tls_out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, uint32_t len)
+{
+    struct rb__tls_ext *t = tx_of(c);
+    switch (w->tls_begin_kind) {
+    case BEGIN_SSL: /* OpenSSL seals it into its write BIO */
+        rb__out_resize_last(w, w->tls_begin_end, buf + len);
+        if (rb_tls12_write(t->u.hs, buf, len) == 0)
+            send_ssl_out(w, c, t->u.hs);
+        return;
+    case BEGIN_BIG:
+        rb__out_resize_last(w, w->tls_begin_end, buf + len);
+        for (uint32_t off = 0; off < len;) {
+            uint32_t k = len - off > PLAIN_MAX ? PLAIN_MAX : len - off;
+            uint8_t *rec;
+            if (!key_update(w, c, t) ||
+                !(rec = rb__out_alloc(w, RB_TLS_HDR_LEN + k + RB_TLS_SEAL_TAIL)))
+                return;
+            memcpy(rec + RB_TLS_HDR_LEN, buf + off, k);
+            if (!seal_send(w, c, t, rec, k))
+                return;
+            off += k;
+        }
+        return;
+    case BEGIN_APPEND:
+        rb__out_resize_last(w, w->tls_begin_end, buf + len + RB_TLS_SEAL_TAIL);
+        w->tls_open_len += len;
+        return;
+    default: {
+        uint8_t *rec = buf - RB_TLS_HDR_LEN;
+        rb__out_resize_last(w, w->tls_begin_end, buf + len + RB_TLS_SEAL_TAIL);
+        if (w->tls_batch == c && !(c->flags & RB__CF_BLOCKED)) {
+            w->tls_open = c; /* more frames of this batch may follow into it */
+            w->tls_open_rec = rec;
+            w->tls_open_len = len;
+            return;
+        }
+        seal_send(w, c, t, rec, len);
+    }
+    }
+}
+
+uint32_t rb__tls_close_bytes(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code,
+                             uint8_t **out)
+{
+    *out = NULL;
+    if (!c->ext)
+        return 0; /* the transport never started */
+    struct rb__tls_ext *t = tx_of(c);
+    const struct rb__codec *codec = rb__conn_codec(w, c);
+    enum rb_protocol proto = rb__conn_protocol(w, c);
+    if (w->tls_open == c)
+        rb__tls_seal_open(w); /* the batch's frames go before the close */
+    uint8_t *b;
+    uint32_t n = 0;
+    switch (t->state & TX_STATE) {
+    case TX_HANDSHAKE:
+        return 0; /* no keys: the socket just closes */
+    case TX_SSL: {
+        uint8_t *f = rb__out_alloc(w, codec->control_max);
+        uint32_t flen = f ? codec->put_close(f, c, reason, peer_code) : 0;
+        if (flen && rb_tls12_write(t->u.hs, f, flen) == 0)
+            RB__INC(w, proto[proto].closes_out);
+        if (rb_tls12_close(t->u.hs) == 0)
+            count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
+        size_t pend = rb_tls_hs_out_pending(t->u.hs);
+        if (!pend || !(b = rb__out_alloc(w, (uint32_t)pend)))
+            return 0;
+        n = (uint32_t)rb_tls_hs_take_out(t->u.hs, b, pend);
+        break;
+    }
+    default: {
+        struct rb_tls_conn *k = &t->u.conn;
+        if (k->flags & (RB_TLS_F_FAILED | RB_TLS_F_WR_CLOSED))
+            return 0; /* our alert or close_notify went out already */
+        uint32_t cap = RB_TLS_SEAL_OVERHEAD + codec->control_max + RB_TLS_REPLY_MAX;
+        if (!(b = rb__out_alloc(w, cap)))
+            return 0;
+        uint32_t flen = codec->put_close(b + RB_TLS_HDR_LEN, c, reason, peer_code);
+        int m;
+        if (flen && (m = rb_tls_seal(k, w->tls_scratch, b, flen)) > 0) {
+            n = (uint32_t)m;
+            RB__INC(w, proto[proto].closes_out);
+        }
+        if ((m = rb_tls_seal_alert(k, w->tls_scratch, b + n, RB_TLS_ALERT_CLOSE_NOTIFY)) > 0) {
+            n += (uint32_t)m;
+            count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
+        }
+        rb__out_resize_last(w, b + cap, b + n);
+    }
+    }
+    *out = n ? b : NULL;
+    return n;
+}
