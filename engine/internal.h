@@ -404,11 +404,16 @@ int rb__tls_engine_init(struct rb_engine *e);
 void rb__tls_engine_free(struct rb_engine *e);
 int rb__tls_worker_init(struct rb__worker *w);
 void rb__tls_worker_free(struct rb__worker *w);
-/* A record was made for an accepted socket: the handshake object and its deadline. -ENOMEM. */
+/* A record was made for an accepted socket: its TLS state and the handshake's deadline (the SSL
+ * object itself comes with the first handshake step, within the budget). -ENOMEM. */
 int rb__tls_start(struct rb__worker *w, struct rb__conn *c);
 /* Received bytes: the handshake (deferred to the turn's handshake step) or records, whose
  * plaintext goes to the codec. 0, or -1 when c was released. */
 int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n);
+/* The peer's FIN or reset (reason RB_CLOSE_EOF / RB_CLOSE_RESET): true when handshake input
+ * waits for the handshake step, which then releases the connection after judging it; false:
+ * release it now. */
+bool rb__tls_eof(struct rb__conn *c, int reason);
 /* The turn's handshake work, bounded by the per-worker budget (after the turn's replies were
  * submitted); true while some is left for the next turn. */
 bool rb__tls_handshakes(struct rb__worker *w);

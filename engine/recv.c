@@ -73,6 +73,8 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
         rearm_queue(w, r, c, id);
     else if (cqe->res > 0)
         rb__recv_arm(w, c); /* the kernel ended the multishot (e.g. CQ pressure): go on */
+    else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
+        return; /* the handshake step releases it once it has judged what came before */
     else if (cqe->res == 0)
         rb__conn_release(w, c, RB_CLOSE_EOF, 0);
     else

@@ -37,6 +37,8 @@
 
 enum { TX_HANDSHAKE = 0, TX_OPEN = 1, TX_SSL = 2 };
 #define TX_STATE  0x03
+#define TX_RST    0x10 /* the peer's FIN (or, with TX_RST, a reset) came behind queued */
+#define TX_EOF    0x20 /* ... handshake input: released once it was judged */
 #define TX_FAILED 0x40 /* the handshake failure was counted */
 #define TX_QUEUED 0x80 /* on the worker's handshake queue */
 
@@ -160,11 +162,8 @@ int rb__tls_start(struct rb__worker *w, struct rb__conn *c)
         return -ENOMEM;
     memset(x, 0, TLS_EXT_SIZE);
     struct rb__tls_ext *t = (struct rb__tls_ext *)(void *)(x + 1);
-    if (rb_tls_hs_new(w->e->tls, &t->u.hs) < 0) {
-        rb__slab_free(&w->tls_slab, x);
-        return -ENOMEM;
-    }
-    t->state = TX_HANDSHAKE;
+    t->state = TX_HANDSHAKE; /* the SSL object comes with the first handshake step (budgeted:
+                                a burst of accepts costs no SSL_new each) */
     c->ext = x;
     RB__INC(w, tls.handshaking);
     /* The handshake has its own deadline and no heartbeats: silent mode with interval =
@@ -467,6 +466,10 @@ static int hs_done(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext 
 static int hs_work(struct rb__worker *w, struct rb__conn *c, uint32_t *budget)
 {
     struct rb__tls_ext *t = tx_of(c);
+    if (!t->u.hs && rb_tls_hs_new(w->e->tls, &t->u.hs) < 0) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return -1;
+    }
     struct rb_tls_part *q = t->part;
     struct rb_tls_hs *hs = t->u.hs;
     t->part = NULL;
@@ -536,13 +539,28 @@ bool rb__tls_handshakes(struct rb__worker *w)
             hsq_pop(w); /* released, or done meanwhile */
             continue;
         }
-        if (hs_work(w, c, &budget) == 1)
+        uint64_t id = rb__conn_id(w, c);
+        int r = hs_work(w, c, &budget);
+        if (r == 1)
             break; /* it keeps its place at the head */
         hsq_pop(w);
+        if (r == 0 && (c = rb__conn_lookup(w, id)) && (tx_of(c)->state & TX_EOF))
+            rb__conn_release(w, c, (tx_of(c)->state & TX_RST) ? RB_CLOSE_RESET : RB_CLOSE_EOF, 0);
     }
     if (!w->tls_hsq_len)
         return false;
     RB__INC(w, tls.budget_exhausted);
+    return true;
+}
+
+bool rb__tls_eof(struct rb__conn *c, int reason)
+{
+    struct rb__tls_ext *t = c->ext ? tx_of(c) : NULL;
+    if (!t || (t->state & (TX_STATE | TX_QUEUED)) != (TX_HANDSHAKE | TX_QUEUED))
+        return false;
+    /* The handshake step judges the input first: a client's alert is a failed handshake, not
+     * one the peer just walked away from. */
+    t->state |= TX_EOF | (reason == RB_CLOSE_RESET ? TX_RST : 0);
     return true;
 }
 

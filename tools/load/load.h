@@ -32,6 +32,9 @@ struct load_cfg {
     uint32_t buffers;            /* provided receive buffers per ring (power of two) */
     uint32_t buffer_size;
     bool close_frame; /* send CLOSE(1) before closing at the end */
+    bool tls;         /* v1 over TLS 1.3 (load_tls.c) */
+    bool tls_resume;  /* offer the newest session ticket: resumed handshakes */
+    const char *tls_ciphersuites;
     bool quiet;       /* no live line */
     uint64_t seed;
 };
@@ -66,6 +69,7 @@ struct load_result {
     uint64_t slots_per_ring;
     uint64_t rss_kb, rss_peak_kb;
     bool setsockopt_cmd; /* SO_LINGER via IORING_OP_URING_CMD was available */
+    uint64_t tls_full, tls_resumed, tls_failed; /* --tls: handshakes, as the client saw them */
 };
 
 /* Runs the whole bounded experiment; 0 or -errno (setup failures). */
