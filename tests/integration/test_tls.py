@@ -239,6 +239,32 @@ class PythonClientTest(TlsDaemonTestCase):
         self.assertEqual(len(recs), 1, "50 PONGs came in %d records" % len(recs))
         self.assertEqual(recs[0][1], 50 * 12 + 17)  # 600 bytes of frames, type byte and tag
 
+    def test_a_message_larger_than_a_record(self):
+        d = self.start_tls_daemon("--mode", "client", "--max-frame", "50000")
+        c = self.tls_client(d)
+        c.handshake(MODE_CLIENT, 1000, 3000)
+        payload = bytes(range(256)) * 160  # 40,960 bytes: three records each way
+        mark = len(c.tls.raw_in)
+        c.send(data(payload))
+        self.assertEqual(c.expect(DATA, 5.0).payload, payload)
+        recs = records_in(bytes(c.tls.raw_in[mark:]))
+        self.assertEqual([n for _, n in recs], [16384 + 17, 16384 + 17, 40964 - 32768 + 17])
+
+    def test_openssl_record_layer_kept_for_comparison(self):
+        # --tls-keep-ssl (benchmarks only): TLS 1.3 served by OpenSSL's SSL object instead.
+        d = self.start_tls_daemon("--mode", "client", "--tls-keep-ssl")
+        c = self.tls_client(d)
+        c.handshake(MODE_CLIENT, 1000, 3000)
+        c.send(b"".join(ping(i) for i in range(50)))
+        for i in range(50):
+            self.assertEqual(c.expect(PONG).token, i)
+        c.send(data(b"x" * 4000))
+        self.assertEqual(c.expect(DATA).payload, b"x" * 4000)
+        self.assertEqual(self.metrics(d)['ringbeat_tls_connections{phase="ssl"}'], 1)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(c.wait_close(5.0, allow=())[0].close_code, CLOSE_SHUTDOWN)
+        c.expect_eof()
+
     def test_resumption_counted(self):
         d = self.start_tls_daemon("--mode", "client")
         ctx = client_context()
