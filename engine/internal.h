@@ -229,17 +229,17 @@ struct rb__worker {
     struct rb__slab tls_slab;           /* TLS connections' ext + transport state, 256 B each */
     uint64_t *tls_hsq; /* ids of handshaking connections with input waiting (FIFO) */
     uint32_t tls_hsq_head, tls_hsq_len, tls_hsq_cap;
-    uint32_t tls_budget;           /* handshake records left for this turn */
-    uint64_t tls_rotate_check_ms;  /* next look at the ticket key rotation */
-    uint64_t tls_hs_seen;          /* handshakes ended, as of the last look */
-    uint64_t tls_decay_until_ms;   /* give back the handshakes' garbage until then */
-    struct rb__conn *tls_batch;    /* frames for it go into one record (while its codec runs) */
-    struct rb__conn *tls_open;     /* ... the record being filled, sealed before anything else */
+    uint32_t tls_budget;          /* handshake records left for this turn */
+    uint64_t tls_rotate_check_ms; /* next look at the ticket key rotation */
+    uint64_t tls_hs_seen;         /* handshakes ended, as of the last look */
+    uint64_t tls_decay_until_ms;  /* give back the handshakes' garbage until then */
+    struct rb__conn *tls_batch;   /* frames for it go into one record (while its codec runs) */
+    struct rb__conn *tls_open;    /* ... the record being filled, sealed before anything else */
     uint8_t *tls_open_rec;
-    uint32_t tls_open_len;         /* plaintext bytes in it */
-    uint8_t *tls_begin_end;        /* end of what rb__out_begin reserved for a TLS frame */
-    uint8_t tls_begin_kind;        /* ... and how it will be sent (transport_tls.c) */
-    uint8_t *tls_plain;            /* plaintext out of SSL objects (TLS 1.2), 16 KiB */
+    uint32_t tls_open_len;  /* plaintext bytes in it */
+    uint8_t *tls_begin_end; /* end of what rb__out_begin reserved for a TLS frame */
+    uint8_t tls_begin_kind; /* ... and how it will be sent (transport_tls.c) */
+    uint8_t *tls_plain;     /* plaintext out of SSL objects (TLS 1.2), 16 KiB */
 
     struct rb_stats stats; /* written by this thread only; read relaxed by others */
 };
@@ -268,8 +268,8 @@ struct rb_engine {
     _Atomic int stop;
     uint64_t epoch_ns;
     struct rb__listener listeners[RB_LISTEN_MAX];
-    struct rb_tls_ctx *tls; /* with a TLS listener: certificate, ticket keys (shared) */
-    int listen_error;       /* a listener that did not parse: rb_engine_start says so */
+    struct rb_tls_ctx *tls;  /* with a TLS listener: certificate, ticket keys (shared) */
+    int listen_error;        /* a listener that did not parse: rb_engine_start says so */
     uint64_t token_key;      /* keys the PING tokens so a forged PONG is not taken for ours */
     pthread_mutex_t ip_lock; /* per-address counts: taken at accept and close only */
     struct rb__ip_count *ip_table;

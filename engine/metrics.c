@@ -244,16 +244,17 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
          (unsigned long long)s.tls.handshaking);
     emit(&o, "ringbeat_tls_connections{phase=\"established\"} %llu\n",
          (unsigned long long)s.tls.conns);
-    emit(&o, "ringbeat_tls_connections{phase=\"ssl\"} %llu\n",
-         (unsigned long long)s.tls.ssl_kept);
+    emit(&o, "ringbeat_tls_connections{phase=\"ssl\"} %llu\n", (unsigned long long)s.tls.ssl_kept);
     help_type(&o, "ringbeat_tls_handshakes_total", "counter",
               "TLS handshakes by result (aborted: the peer went away during it).");
     {
         const struct {
             const char *name;
             uint64_t v;
-        } hs[] = {{"full", s.tls.full},         {"resumed", s.tls.resumed},
-                  {"failed", s.tls.failed},     {"timeout", s.tls.timeouts},
+        } hs[] = {{"full", s.tls.full},
+                  {"resumed", s.tls.resumed},
+                  {"failed", s.tls.failed},
+                  {"timeout", s.tls.timeouts},
                   {"aborted", s.tls.aborted}};
         for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
             emit(&o, "ringbeat_tls_handshakes_total{result=\"%s\"} %llu\n", hs[i].name,

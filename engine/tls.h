@@ -145,9 +145,10 @@ struct rb_tls_conn;
 int rb_tls_hs_export(struct rb_tls_hs *hs, struct rb_tls_conn *out);
 
 /* TLS 1.2 (or a kept TLS 1.3 SSL object: rb_tls_hs_keep): SSL_read/SSL_write on the memory BIOs;
- * the SSL object stays, with SSL_MODE_RELEASE_BUFFERS. feed: takes all len bytes. read: plaintext bytes (0: none yet),
- * -ESHUTDOWN on the peer's close_notify (ours is queued in the output), -ECONNRESET on its fatal
- * alert, -EPROTO on a bad record (our alert queued). write: seals all len bytes into the output. */
+ * the SSL object stays, with SSL_MODE_RELEASE_BUFFERS. feed: takes all len bytes. read: plaintext
+ * bytes (0: none yet), -ESHUTDOWN on the peer's close_notify (ours is queued in the output),
+ * -ECONNRESET on its fatal alert, -EPROTO on a bad record (our alert queued). write: seals all len
+ * bytes into the output. */
 int rb_tls12_feed(struct rb_tls_hs *hs, const uint8_t *in, size_t len);
 int rb_tls12_read(struct rb_tls_hs *hs, uint8_t *buf, size_t cap);
 int rb_tls12_write(struct rb_tls_hs *hs, const uint8_t *buf, size_t len);

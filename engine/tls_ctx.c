@@ -42,9 +42,9 @@ struct ticket_key {
 struct rb_tls_ctx {
     pthread_mutex_t lock; /* guards ssl_ctx swaps, the ticket keys and the client's session */
     SSL_CTX *ssl_ctx;
-    bool client;          /* rb_tls_ctx_new_client: the load generator's side */
-    bool resume;          /* client: keep the newest ticket and offer it */
-    SSL_SESSION *session; /* client: the newest ticket (resume) */
+    bool client;               /* rb_tls_ctx_new_client: the load generator's side */
+    bool resume;               /* client: keep the newest ticket and offer it */
+    SSL_SESSION *session;      /* client: the newest ticket (resume) */
     struct ticket_key keys[2]; /* [0] encrypts; [1] decrypts only */
     bool allow_tls12, no_tickets;
     uint32_t rotate_s, num_tickets;

@@ -222,8 +222,8 @@ static int ticket_run(struct rb_tls_hs *hs)
     size_t n = 0;
     hs->runs++;
     ERR_clear_error();
-    if (SSL_read_ex(hs->ssl, &b, 1, &n) == 1 ||
-        SSL_get_error(hs->ssl, 0) != SSL_ERROR_WANT_READ || BIO_ctrl_pending(hs->rbio) != 0)
+    if (SSL_read_ex(hs->ssl, &b, 1, &n) == 1 || SSL_get_error(hs->ssl, 0) != SSL_ERROR_WANT_READ ||
+        BIO_ctrl_pending(hs->rbio) != 0)
         return hs_fail(hs);
     return hs->got_ticket ? hs_done(hs) : RB_TLS_HS_AGAIN;
 }
@@ -343,8 +343,8 @@ int rb_tls_hs_export(struct rb_tls_hs *hs, struct rb_tls_conn *out)
     uint16_t suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(hs->ssl));
     int rc = -EPROTO;
     if (hs->have_rd && hs->have_wr && hs->secret_len == rb__tls_hash_len(suite))
-        rc = rb_tls_conn_init(out, suite, !hs->client, hs->rd_secret, hs->wr_secret,
-                              hs->secret_len, hs->rd_after, hs->wr_after);
+        rc = rb_tls_conn_init(out, suite, !hs->client, hs->rd_secret, hs->wr_secret, hs->secret_len,
+                              hs->rd_after, hs->wr_after);
     rb_tls_hs_free(hs);
     return rc;
 }

@@ -43,10 +43,10 @@
 
 _Static_assert(sizeof(struct rb_tls_conn) <= 256, "an idle TLS 1.3 connection must fit 256 bytes");
 
-#define HS_NEW_SESSION_TICKET   4
-#define HS_KEY_UPDATE           24
+#define HS_NEW_SESSION_TICKET 4
+#define HS_KEY_UPDATE         24
 /* lifetime 4, age_add 4, nonce length 1, ticket length 2 and at least 1 byte, extensions 2 */
-#define NST_MIN_LEN 14
+#define NST_MIN_LEN             14
 #define ALERT_ILLEGAL_PARAMETER 47
 /* RFC 8446 5.5: AES-GCM may protect at most 2^24.5 full-size records per key; stop at 2^24. */
 #define GCM_RECORD_LIMIT (1ULL << 24)
@@ -377,15 +377,15 @@ static int handshake_bytes(struct rb_tls_conn *c, struct rb_tls_scratch *s, cons
                 return fail(c, s, out, -EPROTO, RB_TLS_ALERT_UNEXPECTED_MESSAGE);
             if (c->hs_len < 4)
                 continue;
-            uint32_t mlen = (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 |
-                            c->hs_part[3];
+            uint32_t mlen =
+                (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 | c->hs_part[3];
             if (c->hs_part[0] == HS_KEY_UPDATE ? mlen != 1 : mlen < NST_MIN_LEN)
                 return fail(c, s, out, -EILSEQ, RB_TLS_ALERT_DECODE_ERROR);
             continue;
         }
         if (c->hs_part[0] == HS_NEW_SESSION_TICKET) {
-            uint32_t left = (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 |
-                            c->hs_part[3];
+            uint32_t left =
+                (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 | c->hs_part[3];
             uint32_t take = left < n - i ? left : (uint32_t)(n - i);
             i += take;
             left -= take;

@@ -1,4 +1,5 @@
-/* transport_tls.c — the TLS transport: handshakes on the loop within a budget, records in and out. */
+/* transport_tls.c — the TLS transport: handshakes on the loop within a budget, records in and out.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,8 +436,8 @@ static int hs_queue(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext
 
 /* The handshake is done: the record layer (or the kept SSL object) takes over, liveness gets
  * the defaults, the codec starts; bytes behind the client's Finished are already records. */
-static int hs_done(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
-                   uint8_t *rest, size_t n)
+static int hs_done(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t, uint8_t *rest,
+                   size_t n)
 {
     const struct rb_config *cfg = &w->e->cfg;
     struct rb_tls_hs *hs = t->u.hs;
@@ -549,8 +550,8 @@ bool rb__tls_handshakes(struct rb__worker *w)
     uint32_t budget = w->e->cfg.tls_handshake_budget;
     while (w->tls_hsq_len && budget) {
         struct rb__conn *c = rb__conn_lookup(w, w->tls_hsq[w->tls_hsq_head]);
-        if (!c || !c->tls || (tx_of(c)->state & (TX_STATE | TX_QUEUED)) !=
-                                 (TX_HANDSHAKE | TX_QUEUED)) {
+        if (!c || !c->tls ||
+            (tx_of(c)->state & (TX_STATE | TX_QUEUED)) != (TX_HANDSHAKE | TX_QUEUED)) {
             hsq_pop(w); /* released, or done meanwhile */
             continue;
         }
@@ -595,8 +596,8 @@ int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n
 /* ---- output: frames sealed in place ---- */
 
 /* Seals rec[5..5+len) and sends the record. false: c was released. */
-static bool seal_send(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t,
-                      uint8_t *rec, uint32_t len)
+static bool seal_send(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t, uint8_t *rec,
+                      uint32_t len)
 {
     int n = rb_tls_seal(&t->u.conn, w->tls_scratch, rec, len);
     if (n < 0)

@@ -185,10 +185,11 @@ const char *rb_transport_name(enum rb_transport t)
 
 const char *rb_tls_alert_kind_name(enum rb_tls_alert_kind k)
 {
-    static const char *const names[RB_TLS_ALERT_KINDS] = {
-        "close_notify",    "unexpected_message", "bad_record_mac",    "record_overflow",
-        "handshake_failure", "decode_error",     "illegal_parameter", "protocol_version",
-        "internal_error",  "other"};
+    static const char *const names[RB_TLS_ALERT_KINDS] = {"close_notify",      "unexpected_message",
+                                                          "bad_record_mac",    "record_overflow",
+                                                          "handshake_failure", "decode_error",
+                                                          "illegal_parameter", "protocol_version",
+                                                          "internal_error",    "other"};
     return (unsigned)k < RB_TLS_ALERT_KINDS ? names[k] : "other";
 }
 

@@ -1,7 +1,8 @@
 /* test_tls_client.c — the client role (handshake driver, tickets), and the record collector. */
 #include "tls_peer.h"
 
-/* ---- an endpoint made only of our code, either role: driver, then record layer + collector ---- */
+/* ---- an endpoint made only of our code, either role: driver, then record layer + collector ----
+ */
 struct pipe_ {
     uint8_t buf[1 << 17];
     size_t len;
@@ -278,8 +279,8 @@ static void test_client_resume(void **state)
         C2S.len = S2C.len = 0;
         ep_new(&c, cctx, &C2S);
         ep_new(&s, sctx, &S2C);
-        pass(&C2S, &s, 0); /* ClientHello */
-        pass(&S2C, &c, 0); /* the server's flight: the client writes its Finished ... */
+        pass(&C2S, &s, 0);   /* ClientHello */
+        pass(&S2C, &c, 0);   /* the server's flight: the client writes its Finished ... */
         assert_false(c.est); /* ... and waits for the ticket */
         pass(&C2S, &s, 0);
         assert_true(s.est);
@@ -424,7 +425,8 @@ static void test_feed(void **state)
     assert_int_equal(c.n, 3);
     assert_null(part);
     /* headers no record may have */
-    uint8_t big[5] = {23, 3, 3, (RB_TLS_MAX_CIPHERTEXT + 1) >> 8, (RB_TLS_MAX_CIPHERTEXT + 1) & 255};
+    uint8_t big[5] = {23, 3, 3, (RB_TLS_MAX_CIPHERTEXT + 1) >> 8,
+                      (RB_TLS_MAX_CIPHERTEXT + 1) & 255};
     uint8_t hs[5] = {22, 3, 3, 0, 4};
     struct col d = {.stop_at = -1};
     const struct rb_tls_rx rx2 = {.part = &part, .record = col_record, .ctx = &d};

@@ -40,7 +40,7 @@ enum rb_protocol {
 };
 #define RB_PROTOCOL_MAX 4 /* array bound for per-protocol counters */
 
-/* What carries a listener's protocol (docs/tls.md): the scheme names both ("tls://": v1 over TLS). */
+/* What carries a listener's protocol (docs/tls.md); the scheme names both (tls://: v1 over TLS). */
 enum rb_transport {
     RB_TRANSPORT_TCP = 0, /* the protocol's bytes straight on the socket */
     RB_TRANSPORT_TLS = 1, /* TLS 1.3 (1.2 with rb_config.tls_allow_12), handshake on the loop */
@@ -202,16 +202,16 @@ enum rb_tls_alert_kind {
     RB_TLS_ALERT_KINDS
 };
 struct rb_tls_stats {
-    uint64_t conns;       /* open now, handshake done */
-    uint64_t handshaking; /* open now, handshake in progress */
-    uint64_t ssl_kept;    /* open now, served by an OpenSSL SSL object (TLS 1.2) */
-    uint64_t full, resumed;                /* handshakes completed */
-    uint64_t failed, timeouts, aborted;    /* handshakes ended otherwise (aborted: peer gone) */
-    uint64_t budget_exhausted;             /* turns that left handshake work for the next */
+    uint64_t conns;                     /* open now, handshake done */
+    uint64_t handshaking;               /* open now, handshake in progress */
+    uint64_t ssl_kept;                  /* open now, served by an OpenSSL SSL object (TLS 1.2) */
+    uint64_t full, resumed;             /* handshakes completed */
+    uint64_t failed, timeouts, aborted; /* handshakes ended otherwise (aborted: peer gone) */
+    uint64_t budget_exhausted;          /* turns that left handshake work for the next */
     uint64_t key_updates_in, key_updates_out;
-    uint64_t alerts_in;                    /* fatal alerts from peers */
+    uint64_t alerts_in;                      /* fatal alerts from peers */
     uint64_t alerts_out[RB_TLS_ALERT_KINDS]; /* alerts sent, close_notify included */
-    uint64_t reloads, rotations;             /* engine-wide (counted by worker 0's sum) */
+    uint64_t reloads, rotations;             /* engine-wide: rb_engine_stats only */
 };
 
 struct rb_stats {

@@ -57,11 +57,12 @@ class SClient:
                 self.err.append(raw.decode("utf-8", "replace").rstrip())
                 self.cond.notify_all()
 
-    def wait_err(self, pattern, timeout=5.0):
+    def wait_err(self, pattern, timeout=5.0, count=1):
+        """Waits until `count` stderr lines match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self.cond:
-            while not any(rx.search(line) for line in self.err):
+            while sum(1 for line in self.err if rx.search(line)) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError("s_client never printed /%s/: %r" % (pattern, self.err))
@@ -136,7 +137,7 @@ class SClientTest(TlsDaemonTestCase):
         # 'K': a KeyUpdate asking for ours; 'k': one that does not. Heartbeats go on after each.
         for cmd, n in ((b"K\n", 1), (b"k\n", 2)):
             c.send(cmd)
-            c.wait_err(r"KEYUPDATE")
+            c.wait_err(r"KEYUPDATE", count=n)  # (a frame in the same read would be swallowed)
             for t in range(10 * n, 10 * n + 3):
                 c.roundtrip(t)
             m = self.wait_metric(d, 'ringbeat_tls_key_updates_total{direction="in"}', n)

@@ -176,7 +176,7 @@ struct load {
     int phase;      /* atomic enum phase */
     uint64_t interval_us;
     uint32_t slots_per_ring;
-    bool linger_cmd; /* SO_LINGER / TCP_NODELAY via IORING_OP_URING_CMD */
+    bool linger_cmd;        /* SO_LINGER / TCP_NODELAY via IORING_OP_URING_CMD */
     struct rb_tls_ctx *tls; /* --tls: the client context shared by all rings */
     struct lworker *w;
 };

@@ -35,7 +35,7 @@ struct load_cfg {
     bool tls;         /* v1 over TLS 1.3 (load_tls.c) */
     bool tls_resume;  /* offer the newest session ticket: resumed handshakes */
     const char *tls_ciphersuites;
-    bool quiet;       /* no live line */
+    bool quiet; /* no live line */
     uint64_t seed;
 };
 

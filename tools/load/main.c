@@ -35,7 +35,8 @@ static const char usage[] =
     "  --buffers N            provided receive buffers per ring, power of two (4096)\n"
     "  --buffer-size N        bytes per receive buffer (128)\n"
     "  --no-close-frame       at the end close without sending CLOSE(1)\n"
-    "  --tls                  v1 over TLS 1.3 (the server's tls:// listener; no certificate check)\n"
+    "  --tls                  v1 over TLS 1.3 (the server's tls:// listener; no certificate "
+    "check)\n"
     "  --tls-resume           offer the newest session ticket: resumed handshakes (with --tls)\n"
     "  --tls-ciphersuites L   TLS 1.3 suites to offer, OpenSSL syntax (with --tls)\n"
     "  --seed N               seed for phases and jitter (1)\n"
@@ -215,8 +216,7 @@ static int write_json(const char *path, const struct load_cfg *cfg, const struct
     fprintf(f, "  \"rss_kb\": %llu,\n", (unsigned long long)r->rss_kb);
     fprintf(f, "  \"rss_peak_kb\": %llu,\n", (unsigned long long)r->rss_peak_kb);
     if (cfg->tls)
-        fprintf(f,
-                "  \"tls_handshakes\": {\"full\": %llu, \"resumed\": %llu, \"failed\": %llu},\n",
+        fprintf(f, "  \"tls_handshakes\": {\"full\": %llu, \"resumed\": %llu, \"failed\": %llu},\n",
                 (unsigned long long)r->tls_full, (unsigned long long)r->tls_resumed,
                 (unsigned long long)r->tls_failed);
     fprintf(f, "  \"ramp_s\": %.3f,\n", r->ramp_s);
