@@ -50,7 +50,7 @@ SCENARIOS = {
     # tls: the same load over each transport in turn (--transports): server RSS per connection and
     # CPU per heartbeat side by side; tls-keep-ssl is OpenSSL's own record layer (SSL object with
     # SSL_MODE_RELEASE_BUFFERS kept per connection, ringbeatd's hidden --tls-keep-ssl).
-    "tls": dict(connections=100000, rate=4000, hold="60s", interval="5s", mode="server",
+    "tls": dict(connections=100000, rate=1500, hold="60s", interval="5s", mode="server",
                 transports="tcp,tls,tls-keep-ssl"),
     "soak": dict(connections=1000000, rate=30000, hold="30m", interval="30s", mode="server",
                  churn_pct=1.0, churn_period="60s", churn_silent_pct=10.0,

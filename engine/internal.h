@@ -167,6 +167,12 @@ struct rb__ring {
     uint64_t *ip_key; /* per slot, with --max-conns-per-ip: the address the slot counts against */
 };
 
+/* A deque of connection ids (the TLS handshake queues); cap is a power of two. */
+struct rb__idq {
+    uint64_t *v;
+    uint32_t head, len, cap;
+};
+
 /* A message from another thread (rb_send / rb_close): bounded MPSC queue of the worker. */
 struct rb__msg {
     uint64_t id;
@@ -227,8 +233,8 @@ struct rb__worker {
     /* TLS transport (transport_tls.c); all of it unused without a TLS listener. */
     struct rb_tls_scratch *tls_scratch; /* cipher contexts of this thread */
     struct rb__slab tls_slab;           /* TLS connections' ext + transport state, 256 B each */
-    uint64_t *tls_hsq; /* ids of handshaking connections with input waiting (FIFO) */
-    uint32_t tls_hsq_head, tls_hsq_len, tls_hsq_cap;
+    struct rb__idq tls_cont; /* handshakes under way with input waiting: served first */
+    struct rb__idq tls_new;  /* ... and new ones (a ClientHello to answer) */
     uint32_t tls_budget;          /* handshake records left for this turn */
     uint64_t tls_rotate_check_ms; /* next look at the ticket key rotation */
     uint64_t tls_hs_seen;         /* handshakes ended, as of the last look */
@@ -416,6 +422,10 @@ int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n
  * waits for the handshake step, which then releases the connection after judging it; false:
  * release it now. */
 bool rb__tls_eof(struct rb__conn *c, int reason);
+static inline bool rb__tls_pending(const struct rb__worker *w)
+{
+    return w->tls_cont.len || w->tls_new.len;
+}
 /* The turn's handshake work, bounded by the per-worker budget (after the turn's replies were
  * submitted); true while some is left for the next turn. */
 bool rb__tls_handshakes(struct rb__worker *w);

@@ -196,7 +196,7 @@ static bool drained(struct rb__worker *w)
 
 static int64_t wait_timeout_ns(struct rb__worker *w)
 {
-    if (w->tls_hsq_len)
+    if (rb__tls_pending(w))
         return 0; /* handshake work left by the budget: the next turn comes at once */
     if (w->stopping)
         return 1000000; /* drain in paced steps */

@@ -143,9 +143,11 @@ void rb__tls_worker_free(struct rb__worker *w)
         w->tls_scratch = NULL;
     }
     free(w->tls_plain);
-    free(w->tls_hsq);
+    free(w->tls_cont.v);
+    free(w->tls_new.v);
     w->tls_plain = NULL;
-    w->tls_hsq = NULL;
+    memset(&w->tls_cont, 0, sizeof(w->tls_cont));
+    memset(&w->tls_new, 0, sizeof(w->tls_new));
 }
 
 /*
@@ -373,28 +375,40 @@ static int ssl_input(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ex
 
 /* ---- the handshake ---- */
 
-static int hsq_push(struct rb__worker *w, uint64_t id)
+static int idq_push(struct rb__idq *q, uint64_t id)
 {
-    if (w->tls_hsq_len == w->tls_hsq_cap) {
-        uint32_t cap = w->tls_hsq_cap ? w->tls_hsq_cap * 2 : 64;
-        uint64_t *q = malloc(cap * sizeof(*q));
-        if (!q)
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 64;
+        uint64_t *v = malloc(cap * sizeof(*v));
+        if (!v)
             return -ENOMEM;
-        for (uint32_t i = 0; i < w->tls_hsq_len; i++)
-            q[i] = w->tls_hsq[(w->tls_hsq_head + i) & (w->tls_hsq_cap - 1)];
-        free(w->tls_hsq);
-        w->tls_hsq = q;
-        w->tls_hsq_cap = cap;
-        w->tls_hsq_head = 0;
+        for (uint32_t i = 0; i < q->len; i++)
+            v[i] = q->v[(q->head + i) & (q->cap - 1)];
+        free(q->v);
+        q->v = v;
+        q->cap = cap;
+        q->head = 0;
     }
-    w->tls_hsq[(w->tls_hsq_head + w->tls_hsq_len++) & (w->tls_hsq_cap - 1)] = id;
+    q->v[(q->head + q->len++) & (q->cap - 1)] = id;
     return 0;
 }
 
-static void hsq_pop(struct rb__worker *w)
+static uint64_t idq_peek(const struct rb__idq *q, bool back)
 {
-    w->tls_hsq_head = (w->tls_hsq_head + 1) & (w->tls_hsq_cap - 1);
-    w->tls_hsq_len--;
+    return q->v[(q->head + (back ? q->len - 1 : 0)) & (q->cap - 1)];
+}
+
+static void idq_pop(struct rb__idq *q, bool back)
+{
+    if (!back)
+        q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
+}
+
+/* A handshake whose ClientHello was answered waits in the first queue. */
+static struct rb__idq *hs_queue_of(struct rb__worker *w, const struct rb__tls_ext *t)
+{
+    return t->u.hs && rb_tls_hs_runs(t->u.hs) > 0 ? &w->tls_cont : &w->tls_new;
 }
 
 /* Received during the handshake: kept for the turn's handshake step. */
@@ -425,7 +439,7 @@ static int hs_queue(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext
     memcpy(q->data + q->have, p, n);
     q->have += (uint32_t)n;
     if (!(t->state & TX_QUEUED)) {
-        if (hsq_push(w, rb__conn_id(w, c)) < 0) {
+        if (idq_push(hs_queue_of(w, t), rb__conn_id(w, c)) < 0) {
             rb__conn_release(w, c, RB_CLOSE_RESET, 0);
             return -1;
         }
@@ -448,15 +462,16 @@ static int hs_done(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext 
         RB__INC(w, tls.resumed);
     else
         RB__INC(w, tls.full);
+    uint8_t eof = t->state & (TX_EOF | TX_RST); /* a FIN behind the Finished is still due */
     if (rb_tls_hs_version(hs) == 0x0304 && !cfg->tls_keep_ssl) {
-        t->state = TX_OPEN;
+        t->state = TX_OPEN | eof;
         if (rb_tls_hs_export(hs, &t->u.conn) < 0) { /* frees hs either way */
             rb__conn_release(w, c, RB_CLOSE_RESET, 0);
             return -1;
         }
     } else {
         rb_tls_hs_keep(hs);
-        t->state = TX_SSL;
+        t->state = TX_SSL | eof;
         RB__INC(w, tls.ssl_kept);
     }
     c->interval_ms = cfg->interval_ms;
@@ -542,28 +557,46 @@ static void submit_all(struct rb__worker *w)
     }
 }
 
+/*
+ * Under overload (handshakes arrive faster than the budget lets them through) a FIFO would make
+ * every connection wait until most of them time out, after their ClientHello was paid for. So
+ * handshakes under way go first (their next record, the client's Finished, is cheap and makes a
+ * connection of it), and new ones are taken newest first once their queue is longer than this:
+ * the oldest would time out anyway, and shedding them costs nothing (adaptive LIFO).
+ */
+#define HS_LIFO_AFTER 256
+
 bool rb__tls_handshakes(struct rb__worker *w)
 {
-    if (!w->tls_hsq_len)
+    if (!rb__tls_pending(w))
         return false;
     submit_all(w);
     uint32_t budget = w->e->cfg.tls_handshake_budget;
-    while (w->tls_hsq_len && budget) {
-        struct rb__conn *c = rb__conn_lookup(w, w->tls_hsq[w->tls_hsq_head]);
+    while (budget && rb__tls_pending(w)) {
+        bool cont = w->tls_cont.len > 0;
+        struct rb__idq *q = cont ? &w->tls_cont : &w->tls_new;
+        bool back = !cont && q->len > HS_LIFO_AFTER;
+        uint64_t id = idq_peek(q, back);
+        struct rb__conn *c = rb__conn_lookup(w, id);
         if (!c || !c->tls ||
             (tx_of(c)->state & (TX_STATE | TX_QUEUED)) != (TX_HANDSHAKE | TX_QUEUED)) {
-            hsq_pop(w); /* released, or done meanwhile */
+            idq_pop(q, back); /* released, or done meanwhile */
             continue;
         }
-        uint64_t id = rb__conn_id(w, c);
         int r = hs_work(w, c, &budget);
-        if (r == 1)
-            break; /* it keeps its place at the head */
-        hsq_pop(w);
+        if (r == 1) { /* the budget ran out with input left: it keeps its place ... */
+            if (!cont && hs_queue_of(w, tx_of(c)) == &w->tls_cont) {
+                idq_pop(q, back); /* ... among the handshakes under way, once it is one */
+                if (idq_push(&w->tls_cont, id) < 0)
+                    rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            }
+            break;
+        }
+        idq_pop(q, back);
         if (r == 0 && (c = rb__conn_lookup(w, id)) && (tx_of(c)->state & TX_EOF))
             rb__conn_release(w, c, (tx_of(c)->state & TX_RST) ? RB_CLOSE_RESET : RB_CLOSE_EOF, 0);
     }
-    if (!w->tls_hsq_len)
+    if (!rb__tls_pending(w))
         return false;
     RB__INC(w, tls.budget_exhausted);
     return true;

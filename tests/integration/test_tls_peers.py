@@ -138,6 +138,28 @@ class BadPeers(TlsDaemonTestCase):
         t.expect_eof()
         self.wait_metric(self.d, METRIC_ALERT % "close_notify", 1)
 
+    def test_fin_right_behind_the_finished_and_a_hello(self):
+        # Finished, HELLO and FIN in one go: all of it is judged, then the FIN closes.
+        t = TlsStream(self.d.port, handshake=False)
+        self.addCleanup(t.close)
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                t.obj.do_handshake()  # the Finished stays in the BIO
+                break
+            except ssl.SSLWantReadError:
+                t.flush()
+                self.assertTrue(t._pull(deadline))
+        t.obj.write(hello(MODE_CLIENT, 1000, 3000))
+        t.send_raw(t.take())
+        t.sock.shutdown(socket.SHUT_WR)
+        got = b""
+        with self.assertRaises(Exception):
+            while True:
+                got += t.read(3.0)
+        self.assertEqual(got[0], 0x02, "expected the WELCOME before the close: %r" % got)
+        self.wait_metric(self.d, 'ringbeat_closed_total{protocol="v1",reason="eof"}', 1)
+
     def test_silent_connection_closed_at_the_handshake_timeout(self):
         s = self.raw()
         t0 = time.monotonic()
