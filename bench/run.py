@@ -303,7 +303,10 @@ def load_cmd(a, port, json_path):
     if a.load_workers:
         cmd += ["--workers", str(a.load_workers)]
     if getattr(a, "transport_now", "tcp") != "tcp":
-        cmd += ["--tls"]
+        # Few connects in flight per ring: the load's own client handshakes (~0.4 ms each)
+        # come in smaller batches, so its event loop never stalls long enough to answer PINGs
+        # late in bunches (which would then stay bunched through the hold).
+        cmd += ["--tls", "--inflight", "32"]
     cmd += a.load_arg
     return cmd
 

@@ -1,10 +1,9 @@
-/* transport_tls.c — the TLS transport: handshakes on the loop within a budget, records in and out.
- */
+/* transport_tls.c — TLS transport, input side: handshakes within a per-turn budget, records in. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "transport_tls.h"
 
 /*
  * Between the socket and the codec of a tls:// listener (nginx's swapped recv/send, here the
@@ -21,52 +20,16 @@
  * on the worker's handshake queue. The loop's handshake step (rb__tls_handshakes, after the
  * turn's completions, mailbox and timers) first submits what the turn produced, so the replies
  * to established connections are on the wire before any handshake work, then runs at most
- * tls_handshake_budget handshake records (the expensive one is the ClientHello: ECDHE and a
- * signature) and leaves the rest for the next turn, which then does not sleep. A reconnect storm
- * of full handshakes therefore delays a heartbeat by at most one budget's worth of handshakes.
+ * tls_handshake_budget ClientHellos (the expensive record: ECDHE and a signature; every later
+ * handshake record, a change_cipher_spec or the client's Finished, counts a quarter) and leaves
+ * the rest for the next turn, which then does not sleep. A reconnect storm of full handshakes
+ * therefore delays a heartbeat by at most one budget's worth of handshakes.
  * Established: records are collected by tls_feed.c, opened in place in the receive buffer, and
  * their plaintext goes to the codec; replies the record layer makes (KeyUpdate, close_notify,
  * alerts) are sent first, as rb_tls_open requires.
  *
- * Output: rb__out_begin gives the codec room inside a record (5 bytes before, 17 after) and
- * rb__out_end seals it in place. While the codec handles one received record (a "batch"),
- * consecutive frames to the connection share one record: the record stays open, the next frame
- * goes where its tail was, and it is sealed and sent when the batch ends or anything else is
- * allocated or submitted (rb__tls_seal_pending in rb__out_alloc, rb__out_send and
- * rb__ring_reserve). Fifty PINGs in one record get fifty PONGs in one record.
+ * Output: transport_tls_out.c.
  */
-
-enum { TX_HANDSHAKE = 0, TX_OPEN = 1, TX_SSL = 2 };
-#define TX_STATE  0x03
-#define TX_RST    0x10 /* the peer's FIN (or, with TX_RST, a reset) came behind queued */
-#define TX_EOF    0x20 /* ... handshake input: released once it was judged */
-#define TX_FAILED 0x40 /* the handshake failure was counted */
-#define TX_QUEUED 0x80 /* on the worker's handshake queue */
-
-struct rb__tls_ext {
-    struct rb_tls_part *part; /* the split record; during the handshake, the queued input */
-    uint8_t state;            /* TX_* */
-    uint8_t pad[7];
-    union {
-        struct rb_tls_conn conn; /* TX_OPEN */
-        struct rb_tls_hs *hs;    /* TX_HANDSHAKE, TX_SSL */
-    } u;
-};
-#define TLS_EXT_SIZE (sizeof(struct rb__conn_ext) + sizeof(struct rb__tls_ext))
-_Static_assert(TLS_EXT_SIZE <= 256, "an established TLS connection costs one 256-byte object");
-
-/* How rb__tls_out_begin reserved the frame, for rb__tls_out_end. */
-enum { BEGIN_RECORD, BEGIN_APPEND, BEGIN_BIG, BEGIN_SSL };
-
-#define HS_QUEUE_MAX (2 * RB_TLS_MAX_RECORD) /* handshake input held before the step */
-#define PLAIN_MAX    RB_TLS_MAX_PLAIN
-/* AES-GCM keys are refused at 2^24 records (tls_record.c): a KeyUpdate comes first. */
-#define WRITE_LIMIT ((1ULL << 24) - 1)
-
-static struct rb__tls_ext *tx_of(const struct rb__conn *c)
-{
-    return (struct rb__tls_ext *)(void *)(c->ext + 1);
-}
 
 static enum rb_tls_alert_kind alert_kind(int alert)
 {
@@ -94,7 +57,7 @@ static enum rb_tls_alert_kind alert_kind(int alert)
     }
 }
 
-static void count_alert(struct rb__worker *w, int alert)
+void rb__tls_count_alert(struct rb__worker *w, int alert)
 {
     if (alert >= 0)
         RB__INC(w, tls.alerts_out[alert_kind(alert)]);
@@ -228,7 +191,7 @@ void rb__tls_release(struct rb__worker *w, struct rb__conn *c, int reason)
 
 /* ---- bytes that are TLS already (handshake flights, sealed replies) ---- */
 
-static bool send_raw(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n)
+bool rb__tls_send_raw(struct rb__worker *w, struct rb__conn *c, const uint8_t *p, size_t n)
 {
     uint8_t *b = rb__out_alloc(w, (uint32_t)n);
     if (!b) {
@@ -240,7 +203,7 @@ static bool send_raw(struct rb__worker *w, struct rb__conn *c, const uint8_t *p,
 }
 
 /* What OpenSSL queued on the connection's write BIO. false: c was released. */
-static bool send_ssl_out(struct rb__worker *w, struct rb__conn *c, struct rb_tls_hs *hs)
+bool rb__tls_send_ssl_out(struct rb__worker *w, struct rb__conn *c, struct rb_tls_hs *hs)
 {
     size_t n = rb_tls_hs_out_pending(hs);
     if (!n)
@@ -291,8 +254,8 @@ static int on_record(void *arg, uint8_t *rec, size_t len)
         if (r == RB_TLS_NOTHING)
             RB__INC(w, tls.key_updates_out);
         else
-            count_alert(w, r == RB_TLS_CLOSED ? RB_TLS_ALERT_CLOSE_NOTIFY : o.alert);
-        if (!send_raw(w, c, o.reply, o.reply_len))
+            rb__tls_count_alert(w, r == RB_TLS_CLOSED ? RB_TLS_ALERT_CLOSE_NOTIFY : o.alert);
+        if (!rb__tls_send_raw(w, c, o.reply, o.reply_len))
             return 1;
     }
     switch (r) {
@@ -330,8 +293,8 @@ static int records(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext 
         int al = r == -EMSGSIZE ? RB_TLS_ALERT_RECORD_OVERFLOW : RB_TLS_ALERT_UNEXPECTED_MESSAGE;
         int m = rb_tls_seal_alert(&t->u.conn, w->tls_scratch, a, al);
         if (m > 0) {
-            count_alert(w, al);
-            if (!send_raw(w, c, a, (size_t)m))
+            rb__tls_count_alert(w, al);
+            if (!rb__tls_send_raw(w, c, a, (size_t)m))
                 return -1;
         }
         rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
@@ -354,15 +317,15 @@ static int ssl_input(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ex
     }
     int r;
     while ((r = rb_tls12_read(hs, w->tls_plain, PLAIN_MAX)) > 0) {
-        if (!send_ssl_out(w, c, hs) || plaintext(w, c, w->tls_plain, (size_t)r) < 0)
+        if (!rb__tls_send_ssl_out(w, c, hs) || plaintext(w, c, w->tls_plain, (size_t)r) < 0)
             return -1;
     }
-    if (!send_ssl_out(w, c, hs)) /* a KeyUpdate answer, our close_notify or our alert */
+    if (!rb__tls_send_ssl_out(w, c, hs)) /* a KeyUpdate answer, our close_notify or our alert */
         return -1;
     if (r == 0)
         return rb__conn_lookup(w, id) ? 0 : -1;
     if (r == -ESHUTDOWN) {
-        count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
+        rb__tls_count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
         rb__conn_release(w, c, RB_CLOSE_EOF, 0);
     } else if (r == -ECONNRESET) {
         RB__INC(w, tls.alerts_in);
@@ -517,14 +480,15 @@ static int hs_work(struct rb__worker *w, struct rb__conn *c, uint32_t *budget)
         size_t used = 0;
         int r = rb_tls_hs_step(hs, q->data + off, n - off, &used);
         off += used;
-        unsigned spent = rb_tls_hs_runs(hs) - runs;
+        /* In quarters: a ClientHello (the connection's first run) costs 4, a later record 1. */
+        unsigned spent = (rb_tls_hs_runs(hs) - runs) * (runs == 0 ? 4 : 1);
         *budget = spent < *budget ? *budget - spent : 0;
-        if (!send_ssl_out(w, c, hs)) { /* the server's flight, tickets, or the alert */
+        if (!rb__tls_send_ssl_out(w, c, hs)) { /* the server's flight, tickets, or the alert */
             ret = -1;
             break;
         }
         if (r < 0) {
-            count_alert(w, rb_tls_hs_alert(hs));
+            rb__tls_count_alert(w, rb_tls_hs_alert(hs));
             t->state |= TX_FAILED;
             RB__INC(w, tls.failed);
             rb__conn_release(w, c, RB_CLOSE_PROTOCOL, 0);
@@ -571,7 +535,8 @@ bool rb__tls_handshakes(struct rb__worker *w)
     if (!rb__tls_pending(w))
         return false;
     submit_all(w);
-    uint32_t budget = w->e->cfg.tls_handshake_budget;
+    uint32_t n = w->e->cfg.tls_handshake_budget;
+    uint32_t budget = n > UINT32_MAX / 4 ? UINT32_MAX : n * 4; /* in quarters (hs_work) */
     while (budget && rb__tls_pending(w)) {
         bool cont = w->tls_cont.len > 0;
         struct rb__idq *q = cont ? &w->tls_cont : &w->tls_new;
@@ -624,178 +589,4 @@ int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n
     default:
         return ssl_input(w, c, t, p, n);
     }
-}
-
-/* ---- output: frames sealed in place ---- */
-
-/* Seals rec[5..5+len) and sends the record. false: c was released. */
-static bool seal_send(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t, uint8_t *rec,
-                      uint32_t len)
-{
-    int n = rb_tls_seal(&t->u.conn, w->tls_scratch, rec, len);
-    if (n < 0)
-        return true; /* closed or failed: nothing more goes out (the close is on its way) */
-    return rb__out_send(w, c, rec, (uint32_t)n);
-}
-
-void rb__tls_seal_open(struct rb__worker *w)
-{
-    struct rb__conn *c = w->tls_open;
-    w->tls_open = NULL;
-    seal_send(w, c, tx_of(c), w->tls_open_rec, w->tls_open_len);
-}
-
-/* An AES-GCM write key near its record limit: our KeyUpdate first (once per 2^24 records). */
-static bool key_update(struct rb__worker *w, struct rb__conn *c, struct rb__tls_ext *t)
-{
-    struct rb_tls_conn *k = &t->u.conn;
-    if (k->suite == RB_TLS_CHACHA20_POLY1305_SHA256 || k->wr.seq < WRITE_LIMIT)
-        return true;
-    uint8_t *b = rb__out_alloc(w, RB_TLS_REPLY_MAX);
-    if (!b)
-        return false;
-    int n = rb_tls_seal_keyupdate(k, w->tls_scratch, b, false);
-    if (n < 0)
-        return false;
-    rb__out_resize_last(w, b + RB_TLS_REPLY_MAX, b + n);
-    RB__INC(w, tls.key_updates_out);
-    return rb__out_send(w, c, b, (uint32_t)n);
-}
-
-uint8_t *rb__tls_out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len)
-{
-    struct rb__tls_ext *t = tx_of(c);
-    uint8_t *p;
-    switch (t->state & TX_STATE) {
-    case TX_HANDSHAKE:
-        return NULL; /* no keys yet (the codec has not even started) */
-    case TX_SSL:
-        w->tls_begin_kind = BEGIN_SSL;
-        break;
-    default:
-        if (max_len > PLAIN_MAX) { /* a frame over several records: staged, then copied */
-            w->tls_begin_kind = BEGIN_BIG;
-            break;
-        }
-        if (w->tls_open == c && w->tls_open_len + max_len <= PLAIN_MAX) {
-            /* The next frame of the batch goes where the open record's tail was. */
-            uint8_t *end = w->tls_open_rec + RB_TLS_HDR_LEN + w->tls_open_len + RB_TLS_SEAL_TAIL;
-            if (rb__out_resize_last(w, end, end + max_len)) {
-                w->tls_begin_kind = BEGIN_APPEND;
-                w->tls_begin_end = end + max_len;
-                return end - RB_TLS_SEAL_TAIL;
-            }
-        }
-        if (w->tls_open == c) { /* sealed before the new one takes the next sequence number */
-            uint64_t id = rb__conn_id(w, c);
-            rb__tls_seal_open(w);
-            if (!rb__conn_lookup(w, id))
-                return NULL;
-        }
-        if (!key_update(w, c, t))
-            return NULL;
-        if (!(p = rb__out_alloc(w, RB_TLS_HDR_LEN + max_len + RB_TLS_SEAL_TAIL)))
-            return NULL;
-        w->tls_begin_kind = BEGIN_RECORD;
-        w->tls_begin_end = p + RB_TLS_HDR_LEN + max_len + RB_TLS_SEAL_TAIL;
-        return p + RB_TLS_HDR_LEN;
-    }
-    if (!(p = rb__out_alloc(w, max_len)))
-        return NULL;
-    w->tls_begin_end = p + max_len;
-    return p;
-}
-
-void rb__tls_out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, uint32_t len)
-{
-    struct rb__tls_ext *t = tx_of(c);
-    switch (w->tls_begin_kind) {
-    case BEGIN_SSL: /* OpenSSL seals it into its write BIO */
-        rb__out_resize_last(w, w->tls_begin_end, buf + len);
-        if (rb_tls12_write(t->u.hs, buf, len) == 0)
-            send_ssl_out(w, c, t->u.hs);
-        return;
-    case BEGIN_BIG:
-        rb__out_resize_last(w, w->tls_begin_end, buf + len);
-        for (uint32_t off = 0; off < len;) {
-            uint32_t k = len - off > PLAIN_MAX ? PLAIN_MAX : len - off;
-            uint8_t *rec;
-            if (!key_update(w, c, t) ||
-                !(rec = rb__out_alloc(w, RB_TLS_HDR_LEN + k + RB_TLS_SEAL_TAIL)))
-                return;
-            memcpy(rec + RB_TLS_HDR_LEN, buf + off, k);
-            if (!seal_send(w, c, t, rec, k))
-                return;
-            off += k;
-        }
-        return;
-    case BEGIN_APPEND:
-        rb__out_resize_last(w, w->tls_begin_end, buf + len + RB_TLS_SEAL_TAIL);
-        w->tls_open_len += len;
-        return;
-    default: {
-        uint8_t *rec = buf - RB_TLS_HDR_LEN;
-        rb__out_resize_last(w, w->tls_begin_end, buf + len + RB_TLS_SEAL_TAIL);
-        if (w->tls_batch == c && !(c->flags & RB__CF_BLOCKED)) {
-            w->tls_open = c; /* more frames of this batch may follow into it */
-            w->tls_open_rec = rec;
-            w->tls_open_len = len;
-            return;
-        }
-        seal_send(w, c, t, rec, len);
-    }
-    }
-}
-
-uint32_t rb__tls_close_bytes(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code,
-                             uint8_t **out)
-{
-    *out = NULL;
-    if (!c->ext)
-        return 0; /* the transport never started */
-    struct rb__tls_ext *t = tx_of(c);
-    const struct rb__codec *codec = rb__conn_codec(w, c);
-    enum rb_protocol proto = rb__conn_protocol(w, c);
-    if (w->tls_open == c)
-        rb__tls_seal_open(w); /* the batch's frames go before the close */
-    uint8_t *b;
-    uint32_t n = 0;
-    switch (t->state & TX_STATE) {
-    case TX_HANDSHAKE:
-        return 0; /* no keys: the socket just closes */
-    case TX_SSL: {
-        uint8_t *f = rb__out_alloc(w, codec->control_max);
-        uint32_t flen = f ? codec->put_close(f, c, reason, peer_code) : 0;
-        if (flen && rb_tls12_write(t->u.hs, f, flen) == 0)
-            RB__INC(w, proto[proto].closes_out);
-        if (rb_tls12_close(t->u.hs) == 0)
-            count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
-        size_t pend = rb_tls_hs_out_pending(t->u.hs);
-        if (!pend || !(b = rb__out_alloc(w, (uint32_t)pend)))
-            return 0;
-        n = (uint32_t)rb_tls_hs_take_out(t->u.hs, b, pend);
-        break;
-    }
-    default: {
-        struct rb_tls_conn *k = &t->u.conn;
-        if (k->flags & (RB_TLS_F_FAILED | RB_TLS_F_WR_CLOSED))
-            return 0; /* our alert or close_notify went out already */
-        uint32_t cap = RB_TLS_SEAL_OVERHEAD + codec->control_max + RB_TLS_REPLY_MAX;
-        if (!(b = rb__out_alloc(w, cap)))
-            return 0;
-        uint32_t flen = codec->put_close(b + RB_TLS_HDR_LEN, c, reason, peer_code);
-        int m;
-        if (flen && (m = rb_tls_seal(k, w->tls_scratch, b, flen)) > 0) {
-            n = (uint32_t)m;
-            RB__INC(w, proto[proto].closes_out);
-        }
-        if ((m = rb_tls_seal_alert(k, w->tls_scratch, b + n, RB_TLS_ALERT_CLOSE_NOTIFY)) > 0) {
-            n += (uint32_t)m;
-            count_alert(w, RB_TLS_ALERT_CLOSE_NOTIFY);
-        }
-        rb__out_resize_last(w, b + cap, b + n);
-    }
-    }
-    *out = n ? b : NULL;
-    return n;
 }

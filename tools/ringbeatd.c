@@ -72,7 +72,7 @@ static const char usage_text[] =
     "  --tls-ciphersuites L   TLS 1.3 suites, OpenSSL syntax (AES-GCM and ChaCha20-Poly1305 only)\n"
     "  --tls-no-tickets       no session tickets (every reconnect is a full handshake)\n"
     "  --tls-ticket-rotate D  ticket key period; a ticket lives 1-2 periods (default 1h)\n"
-    "  --tls-handshake-budget N  handshake records per worker per loop turn, 0: no bound\n"
+    "  --tls-handshake-budget N  new TLS handshakes per worker per loop turn, 0: no bound\n"
     "                         (default 8): a reconnect storm cannot delay heartbeats\n"
     "  --handshake-timeout D  close a client whose TLS handshake is not done by then (default 5s)\n"
     "  --metrics ADDR:PORT    serve Prometheus metrics on GET /metrics\n"

@@ -156,8 +156,9 @@ struct rb_config {
                                       ChaCha20-Poly1305 three, the only ones allowed) */
     bool tls_no_tickets;           /* no session tickets, so no resumption */
     uint32_t tls_ticket_rotate_s;  /* ticket key period (0: 3600); a ticket lives 1-2 periods */
-    uint32_t tls_handshake_budget; /* handshake records a worker processes per loop turn
-                                      (0: 8; UINT32_MAX: no bound) */
+    uint32_t tls_handshake_budget; /* ClientHellos a worker handles per loop turn; a later
+                                      handshake record counts a quarter (0: 8; UINT32_MAX: no
+                                      bound) */
     bool tls_keep_ssl;             /* benchmarks only: TLS 1.3 keeps OpenSSL's SSL object too */
     uint32_t handshake_timeout_ms; /* a TLS handshake not complete by then is closed (0: 5 s) */
 };
