@@ -8,6 +8,8 @@
   bench/run.py compare                    # ringbeatd vs epoll_ref, alternated, same workload
   bench/run.py soak                       # 1M connections for 30 min, 1% churn per minute
   bench/run.py ws                         # v1 and WebSocket side by side: CPU/heartbeat, RSS/conn
+  bench/run.py tls                        # 100k connections: plain v1, v1 over TLS (ours), and
+                                          # TLS keeping OpenSSL's SSL object, one after the other
   bench/run.py smoke --connections 2000 --hold 5s     # any scenario scaled down
 
 Each run starts the server (pinned to one core with taskset), waits for its `listening addr=` line,
@@ -57,6 +59,11 @@ SCENARIOS = {
                rounds=1),
     # soak: churn and silencing come from short-lived extra loads (run_soak); --silent-pct here
     # would silence that share of the main load once.
+    # tls: the same load over each transport in turn (--transports): server RSS per connection and
+    # CPU per heartbeat side by side; tls-keep-ssl is OpenSSL's own record layer (SSL object with
+    # SSL_MODE_RELEASE_BUFFERS kept per connection, ringbeatd's hidden --tls-keep-ssl).
+    "tls": dict(connections=100000, rate=1500, hold="60s", interval="5s", mode="server",
+                transports="tcp,tls,tls-keep-ssl"),
     "soak": dict(connections=1000000, rate=30000, hold="30m", interval="30s", mode="server",
                  churn_pct=1.0, churn_period="60s", churn_silent_pct=10.0,
                  churn_silent_after="10s"),
@@ -260,14 +267,33 @@ def with_metrics(cmd, kind):
     if kind != "ringbeatd" or any(a == "--metrics" or a.startswith("--metrics=") for a in cmd):
         return cmd
     return cmd + ["--metrics", "127.0.0.1:0"]
+def tls_cert(a):
+    """A self-signed test certificate for the TLS runs (the openssl command), made once."""
+    if not getattr(a, "cert", None):
+        d = os.path.join(a.results, "tls-cert")
+        os.makedirs(d, exist_ok=True)
+        a.cert, a.key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", a.key, "-out", a.cert,
+                        "-days", "7", "-subj", "/CN=ringbeat-bench"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return a.cert, a.key
 
 
 def server_cmd(kind, a, port):
     interval = fmt_duration(a.interval_s)
+    transport = getattr(a, "transport_now", "tcp")
     if kind == "ringbeatd":
-        scheme = "ws://" if getattr(a, "protocol_now", "v1") == "ws" else ""
+        proto = getattr(a, "protocol_now", "v1")
+        scheme = {("v1", False): "", ("ws", False): "ws://", ("v1", True): "tls://",
+                  ("ws", True): "wss://"}[(proto, transport != "tcp")]
         cmd = [a.ringbeatd, "--listen", f"{scheme}0.0.0.0:{port}", "--mode", a.mode_now,
                "--interval", interval, "--stats-interval", "1s"]
+        if transport != "tcp":
+            cert, key = tls_cert(a)
+            cmd += ["--tls-cert", cert, "--tls-key", key]
+        if transport == "tls-keep-ssl":
+            cmd += ["--tls-keep-ssl"]
         if a.server_workers:
             cmd += ["--workers", str(a.server_workers)]
         if a.max_conns:
@@ -300,6 +326,11 @@ def load_cmd(a, port, json_path):
         cmd += ["--workers", str(a.load_workers)]
     if getattr(a, "protocol_now", "v1") != "v1":
         cmd += ["--protocol", a.protocol_now]
+    if getattr(a, "transport_now", "tcp") != "tcp":
+        # Few connects in flight per ring: the load's own client handshakes (~0.4 ms each)
+        # come in smaller batches, so its event loop never stalls long enough to answer PINGs
+        # late in bunches (which would then stay bunched through the hold).
+        cmd += ["--tls", "--inflight", "32"]
     cmd += a.load_arg
     return cmd
 
@@ -1028,6 +1059,8 @@ def main():
     ap.add_argument("--silent-after", type=parse_duration_s)
     ap.add_argument("--rounds", type=int, help="compare: alternations per server")
     ap.add_argument("--no-silent", action="store_true", help="compare: skip the silent-mode runs")
+    ap.add_argument("--transports",
+                    help="tls: comma-separated runs among tcp, tls, tls-keep-ssl (all three)")
     ap.add_argument("--port", type=int, default=7600, help="first listening port (< 32768)")
     ap.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = none)")
     ap.add_argument("--load-cpus", default="1", help="taskset list for the load ('' = none)")
@@ -1089,7 +1122,14 @@ def main():
         log("one CPU only: server and load are not pinned")
 
     plan = []  # (server kind, mode, label)
-    if a.scenario == "compare":
+    transports = {}  # label -> transport, for the tls scenario
+    if a.scenario == "tls":
+        for t in (a.transports or d["transports"]).split(","):
+            if t not in ("tcp", "tls", "tls-keep-ssl"):
+                ap.error(f"--transports: unknown {t!r}")
+            plan.append(("ringbeatd", a.mode, t))
+            transports[t] = t
+    elif a.scenario == "compare":
         for i in range(1, a.rounds + 1):
             plan.append(("ringbeatd", a.mode, f"ringbeatd-{a.mode}-{i}"))
             plan.append(("epoll_ref", a.mode, f"epoll_ref-{a.mode}-{i}"))
@@ -1124,6 +1164,7 @@ def main():
             a.mode_now = mode
             a.protocol_now = "ws" if label.startswith("ws-") else (
                 "v1" if a.scenario in ("ws", "compare") else a.protocol)
+            a.transport_now = transports.get(label, "tcp")
             runs.append(run_one(a, kind, label, a.results, stamp))
             time.sleep(1.0)  # let TIME_WAIT/CLOSE_WAIT sockets of the last run go
     except KeyboardInterrupt:
@@ -1151,6 +1192,23 @@ def main():
                              churn_silent_after_s=a.churn_silent_after_s,
                              warmup_s=a.warmup_s, sample_every_s=a.sample_every_s)
         print_soak(runs[0])
+    if a.scenario == "tls":
+        base = next((r for r in runs if r["label"] == "tcp"), None)
+        out["tls_vs_plain"] = {}
+        for r in runs:
+            if r is base or not base:
+                continue
+            f, b = r["figures"], base["figures"]
+            row = {}
+            if f.get("server_rss_per_conn_bytes") is not None and \
+                    b.get("server_rss_per_conn_bytes") is not None:
+                row["rss_per_conn_over_plain_bytes"] = round(
+                    f["server_rss_per_conn_bytes"] - b["server_rss_per_conn_bytes"], 1)
+            if f.get("server_cpu_us_per_heartbeat") and b.get("server_cpu_us_per_heartbeat"):
+                row["cpu_per_heartbeat_ratio"] = round(
+                    f["server_cpu_us_per_heartbeat"] / b["server_cpu_us_per_heartbeat"], 3)
+            out["tls_vs_plain"][r["label"]] = row
+            print(f"  {r['label']} vs tcp: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     if a.scenario == "compare":
         out["ratios"] = {}
         for mode in sorted({r["mode"] for r in runs}):

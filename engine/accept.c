@@ -1,6 +1,7 @@
 /* accept.c — accepting: multishot accepts into fixed-file tables, --accept-rate, ring rotation. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -110,13 +111,15 @@ static void accept_rotate(struct rb__worker *w)
     rb__accept_keep_armed(w);
 }
 
-/* Turns away a socket that has no record: the listener's codec says why, if it can. */
+/* Turns away a socket that has no record: the listener's codec says why, if it can (not over
+ * TLS: no handshake, no keys, so the socket just closes). */
 static void accept_refuse(struct rb__worker *w, struct rb__ring *r, uint32_t slot,
                           unsigned listener)
 {
     const struct rb__codec *codec = w->e->listeners[listener].codec;
     int reason = w->stopping ? RB_CLOSE_SHUTDOWN : RB_CLOSE_FULL;
-    uint8_t *frame = rb__out_alloc(w, codec->control_max);
+    bool plain = w->e->listeners[listener].spec.transport == RB_TRANSPORT_TCP;
+    uint8_t *frame = plain ? rb__out_alloc(w, codec->control_max) : NULL;
     uint32_t len = frame ? codec->put_close(frame, NULL, reason, 0) : 0;
     if (len)
         RB__INC(w, proto[codec->protocol].closes_out);
@@ -152,6 +155,10 @@ void rb__on_accept(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe
         accept_refuse(w, r, slot, listener);
         return;
     }
+    if (c->tls && rb__tls_start(w, c) < 0) { /* the handshake object and its deadline */
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return;
+    }
     if (cfg->peer_addr || cfg->max_conns_per_ip || cfg->proxy_protocol) {
         /* Queued before the receive, so the address is known before the first frame. */
         struct io_uring_sqe *sqe = rb__ring_sqe(w, r);
@@ -183,11 +190,11 @@ int rb__peer_apply(struct rb__worker *w, struct rb__conn *c, const struct sockad
         }
         r->ip_key[c->slot] = key;
     }
+    /* Kept behind a pointer of the ext, only until on_open has it. */
     struct rb__conn_ext *x;
-    if (w->e->cfg.peer_addr && !(c->flags & RB__CF_OPEN) && (x = rb__conn_ext(w, c))) {
-        x->peer = *peer;
-        x->have_peer = true;
-    }
+    if (w->e->cfg.peer_addr && !(c->flags & RB__CF_OPEN) && (x = rb__conn_ext(w, c)) &&
+        (x->peer || (x->peer = malloc(sizeof(*x->peer)))))
+        *x->peer = *peer;
     return 0;
 }
 
@@ -235,7 +242,10 @@ void rb__on_peer(struct rb__worker *w, struct io_uring_cqe *cqe)
         rb__conn_release(w, c, RB_CLOSE_RESET, 0);
         return;
     }
-    x->peer = peer;
-    x->have_peer = true;
+    if (!x->peer && !(x->peer = malloc(sizeof(*x->peer)))) {
+        rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+        return;
+    }
+    *x->peer = peer;
     rb__recv_arm(w, c);
 }

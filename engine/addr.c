@@ -46,13 +46,17 @@ int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_le
     return 0;
 }
 
-/* Schemes this build serves; a listener names its protocol with one. */
+/* Schemes this build serves: a scheme names a protocol (its codec) and the transport under it.
+ * A protocol over TLS is one more line here, e.g. {"wss://", RB_PROTOCOL_WS, RB_TRANSPORT_TLS}. */
 static const struct {
     const char *scheme;
     enum rb_protocol protocol;
+    enum rb_transport transport;
 } schemes[] = {
-    {"tcp://", RB_PROTOCOL_V1},
-    {"ws://", RB_PROTOCOL_WS},
+    {"tcp://", RB_PROTOCOL_V1, RB_TRANSPORT_TCP},
+    {"tls://", RB_PROTOCOL_V1, RB_TRANSPORT_TLS},
+    {"ws://", RB_PROTOCOL_WS, RB_TRANSPORT_TCP},
+    {"wss://", RB_PROTOCOL_WS, RB_TRANSPORT_TLS},
 };
 
 int rb_parse_listen(const char *s, struct rb_listen_addr *out)
@@ -70,6 +74,7 @@ int rb_parse_listen(const char *s, struct rb_listen_addr *out)
         if (i == sizeof(schemes) / sizeof(schemes[0]))
             return -EPROTONOSUPPORT;
         out->protocol = schemes[i].protocol;
+        out->transport = schemes[i].transport;
         s += n;
     }
     return rb_parse_addr(s, &out->addr, &out->addr_len);

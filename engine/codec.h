@@ -13,7 +13,8 @@ struct rb__conn;
 
 /*
  * The loop knows no protocol. A listener names a codec; the receive path hands the codec the
- * connection's bytes (after the transport), and the codec turns each complete frame into one of
+ * connection's bytes (after the transport: over TLS, the plaintext of each record, and start()
+ * only once the TLS handshake is done), and the codec turns each complete frame into one of
  * the calls below, which do everything that does not depend on the protocol: liveness, RTT,
  * answers, callbacks, counters, release. Going the other way, the session layer asks the codec
  * to encode a ping, pong, message, welcome or close. A codec keeps its per-connection state in

@@ -25,15 +25,16 @@ struct rb__conn *rb__conn_lookup(struct rb__worker *w, uint64_t id)
 
 struct rb__conn_ext *rb__conn_ext(struct rb__worker *w, struct rb__conn *c)
 {
-    if (!c->ext && (c->ext = calloc(1, sizeof(*c->ext))))
-        c->ext->id = rb__conn_id(w, c);
+    (void)w; /* a TLS connection's comes from the worker's TLS slab, at accept (rb__tls_start) */
+    if (!c->ext)
+        c->ext = calloc(1, sizeof(*c->ext));
     return c->ext;
 }
 
 void rb__conn_ext_trim(struct rb__conn *c)
 {
     struct rb__conn_ext *x = c->ext;
-    if (x && !x->codec && !x->out && !x->have_peer && !x->proxy) {
+    if (x && !c->tls && !x->codec && !x->out && !x->peer) {
         free(x);
         c->ext = NULL;
     }
@@ -53,6 +54,7 @@ struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t
         c->gen = (uint32_t)++w->gen_counter[r->index];
     c->slot = slot;
     c->listener = listener & (RB_LISTEN_MAX - 1);
+    c->tls = w->e->listeners[c->listener].spec.transport == RB_TRANSPORT_TLS;
     c->ring = r->index;
     c->last_rx_ms = w->now_ms + 1; /* rounded up, as in rb__live_touch() */
     c->interval_ms = cfg->interval_ms;
@@ -70,8 +72,9 @@ struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t
     enum rb_protocol p = rb__conn_protocol(w, c);
     RB__INC(w, proto[p].accepted);
     RB__INC(w, proto[p].conns);
+    /* Over TLS the codec starts once the handshake is done (transport_tls.c). */
     const struct rb__codec *codec = rb__conn_codec(w, c);
-    if (codec->start)
+    if (!c->tls && codec->start)
         codec->start(w, c);
     return c;
 }
@@ -88,9 +91,13 @@ void rb__conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int 
     /* Behind blocked output a close frame would jump the queue: the socket just closes then. */
     uint8_t *frame = NULL;
     uint32_t len = 0;
-    if (!(c->flags & RB__CF_BLOCKED) && (frame = rb__out_alloc(w, codec->control_max)) &&
-        (len = codec->put_close(frame, c, reason, peer_code)) > 0)
+    if (c->tls) {
+        if (!(c->flags & RB__CF_BLOCKED))
+            len = rb__tls_close_bytes(w, c, reason, peer_code, &frame);
+    } else if (!(c->flags & RB__CF_BLOCKED) && (frame = rb__out_alloc(w, codec->control_max)) &&
+               (len = codec->put_close(frame, c, reason, peer_code)) > 0) {
         RB__INC(w, proto[p].closes_out);
+    }
     rb__slot_close(w, r, c->slot, frame, len);
 
     /* Reasons count in a bounded table; an application's own close code counts as normal. */
@@ -106,13 +113,20 @@ void rb__conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int 
 
     struct rb__conn_ext *x = c->ext;
     if (x) {
-        if (x->codec)
+        if (x->codec && c->proxy_pending)
+            free(x->codec); /* a PROXY header split across reads (recv.c): the codec's turn never
+                               came */
+        else if (x->codec)
             codec->release(c, x->codec);
         x->codec = NULL;
-        x->have_peer = false;
-        free(x->proxy);
-        x->proxy = NULL;
+        free(x->peer);
+        x->peer = NULL;
         rb__out_release(c, x);
+        if (c->tls)
+            rb__tls_release(w, c, reason); /* the ext with it */
+        else
+            free(x);
+        c->ext = NULL;
     }
     if (r->ip_key && r->ip_key[c->slot]) {
         rb__ip_release(w->e, r->ip_key[c->slot]);

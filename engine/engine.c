@@ -57,6 +57,12 @@ static int config_normalize(struct rb_config *c)
         rb_parse_cidr("::1", &c->proxy_from[1]);
         c->proxy_from_count = 2;
     }
+    /* One limit for any opening handshake (TLS, a WebSocket upgrade): 5 s, or the heartbeat
+     * timeout when that is shorter (a peer is never given longer to open than to live). */
+    if (!c->handshake_timeout_ms)
+        c->handshake_timeout_ms = c->timeout_ms < 5000 ? c->timeout_ms : 5000;
+    if (!c->tls_handshake_budget)
+        c->tls_handshake_budget = 8;
     if (c->interval_ms == 0 || c->timeout_ms <= c->interval_ms || c->tick_ms == 0 ||
         c->min_interval_ms == 0 || c->min_interval_ms > c->max_interval_ms ||
         c->max_timeout_ms <= c->min_interval_ms || c->listen_count > RB_LISTEN_MAX ||
@@ -64,9 +70,31 @@ static int config_normalize(struct rb_config *c)
         c->ring_entries < 8 || c->ring_entries > 32768 || c->buffers == 0 ||
         (c->buffers & (c->buffers - 1)) || c->buffers > 32768 || c->buffer_size < 64 ||
         c->max_pending_out < RB__CONTROL_MAX + c->max_frame + RB_FRAME_HEADER_LEN ||
-        c->timeout_ms > (1u << 30) || c->mode > RB_MODE_SILENT)
+        c->timeout_ms > (1u << 30) || c->mode > RB_MODE_SILENT ||
+        c->handshake_timeout_ms > (1u << 30))
         return -EINVAL;
     return 0;
+}
+
+/* Every listener's protocol and transport, known before anything starts: a TLS listener needs
+ * the certificate loaded at create time, where a bad file is reported. A listener that does not
+ * parse is reported by rb_engine_start, as it always was. */
+static int parse_listeners(struct rb_engine *e)
+{
+    bool tls = false;
+    for (unsigned i = 0; i < e->cfg.listen_count && !e->listen_error; i++) {
+        struct rb__listener *l = &e->listeners[i];
+        int ret = rb_parse_listen(e->cfg.listen[i], &l->spec);
+        if (ret == 0 && !(l->codec = rb__codec_find(l->spec.protocol)))
+            ret = -EPROTONOSUPPORT;
+        e->listen_error = ret;
+        tls |= ret == 0 && l->spec.transport == RB_TRANSPORT_TLS;
+    }
+    /* Over TLS the queue also holds one record's overhead per frame, and a close_notify. */
+    if (tls && e->cfg.max_pending_out < RB__CONTROL_MAX + e->cfg.max_frame + RB_FRAME_HEADER_LEN +
+                                            8 * RB_TLS_SEAL_OVERHEAD + RB_TLS_REPLY_MAX)
+        return -EINVAL;
+    return tls ? rb__tls_engine_init(e) : 0;
 }
 
 int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
@@ -81,6 +109,10 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
         return ret;
     }
     e->nworkers = e->cfg.workers;
+    if ((ret = parse_listeners(e)) < 0) {
+        free(e);
+        return ret;
+    }
 
     /* Direct descriptors do not count against RLIMIT_NOFILE, but each ring's table may not be
      * larger than it: capacity comes from more rings, opened as tables fill. */
@@ -94,6 +126,7 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
     if (slots >= RB__MAX_SLOTS)
         slots = RB__MAX_SLOTS - 1;
     if (slots < 16) {
+        rb__tls_engine_free(e);
         free(e);
         return -EINVAL;
     }
@@ -108,6 +141,7 @@ int rb_engine_create(const struct rb_config *cfg, struct rb_engine **out)
     if (!e->ring_by_gindex || !e->workers) {
         free(e->ring_by_gindex);
         free(e->workers);
+        rb__tls_engine_free(e);
         free(e);
         return -ENOMEM;
     }
@@ -189,12 +223,10 @@ static int open_listener(struct rb_engine *e, unsigned i, int *out_fd)
 int rb_engine_start(struct rb_engine *e)
 {
     int ret;
+    if (e->listen_error)
+        return e->listen_error;
     for (unsigned i = 0; i < e->cfg.listen_count; i++) {
         struct rb__listener *l = &e->listeners[i];
-        if ((ret = rb_parse_listen(e->cfg.listen[i], &l->spec)) < 0)
-            return ret;
-        if (!(l->codec = rb__codec_find(l->spec.protocol)))
-            return -EPROTONOSUPPORT;
         if (l->codec->prepare && (ret = l->codec->prepare(&e->cfg)) < 0)
             return ret;
         /* Port 0: the first worker's bind picks the port, the others join it. */
@@ -232,12 +264,13 @@ int rb_engine_start(struct rb_engine *e)
                       : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr,
                   host, sizeof(host));
         rb_log(RB_LOG_INFO, "listening",
-               ss->ss_family == AF_INET6 ? "addr=[%s]:%u protocol=%s workers=%u slots_per_ring=%u "
-                                           "max_rings_per_worker=%u"
-                                         : "addr=%s:%u protocol=%s workers=%u slots_per_ring=%u "
-                                           "max_rings_per_worker=%u",
-               host, l->port, l->codec->name, e->nworkers, e->slots_per_ring,
-               e->rings_per_worker_max);
+               ss->ss_family == AF_INET6
+                   ? "addr=[%s]:%u protocol=%s transport=%s workers=%u slots_per_ring=%u "
+                     "max_rings_per_worker=%u"
+                   : "addr=%s:%u protocol=%s transport=%s workers=%u slots_per_ring=%u "
+                     "max_rings_per_worker=%u",
+               host, l->port, l->codec->name, rb_transport_name(l->spec.transport), e->nworkers,
+               e->slots_per_ring, e->rings_per_worker_max);
     }
     return 0;
 }
@@ -288,12 +321,20 @@ void rb_engine_destroy(struct rb_engine *e)
     pthread_cond_destroy(&e->start_cond);
     free(e->workers);
     free(e->ring_by_gindex);
+    rb__tls_engine_free(e);
     free(e);
 }
 
 uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener)
 {
     return listener < e->cfg.listen_count ? e->listeners[listener].port : 0;
+}
+
+int rb_engine_tls_reload(struct rb_engine *e)
+{
+    if (!e->tls)
+        return -ENOTSUP;
+    return rb_tls_ctx_reload(e->tls, e->cfg.tls_cert_file, e->cfg.tls_key_file);
 }
 
 /* The unit a per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's prefix).
@@ -496,4 +537,10 @@ void rb_engine_stats(struct rb_engine *e, struct rb_stats *out)
     for (unsigned w = 0; w < e->nworkers; w++)
         rb__stats_add(out, &e->workers[w].stats);
     derive_v1_frames_out(out);
+    if (e->tls) { /* engine-wide, kept by the shared context */
+        struct rb_tls_counters k;
+        rb_tls_ctx_counters(e->tls, &k);
+        out->tls.reloads = k.reloads;
+        out->tls.rotations = k.rotations;
+    }
 }

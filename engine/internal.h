@@ -11,6 +11,7 @@
 #include "proto.h"
 #include "proxy.h"
 #include "slab.h"
+#include "tls.h"
 #include "uring.h"
 #include "wheel.h"
 
@@ -73,17 +74,27 @@ enum {
     RB__CF_PING_HELD = 1u << 7, /* server mode: a paced PING waits on the place it reserved */
 };
 
-/* Slow-path state, allocated only while needed (split frame, blocked output, peer address). */
+/*
+ * Slow-path state, allocated only while needed (split frame, blocked output, peer address) and
+ * for the life of a TLS connection, whose transport state follows it in the same allocation
+ * (struct rb__tls_ext: 256 bytes together, from the worker's TLS slab). Everything that has a
+ * size of its own lives behind a pointer, so the header stays 24 bytes.
+ */
 struct rb__conn_ext {
-    uint64_t id;  /* its connection, for completions that name the ext */
-    void *codec;  /* the codec's slow-path state (v1: a split frame; freed by codec->release) */
-    uint8_t *out; /* output the socket did not take yet */
-    uint32_t out_len, out_off, out_cap;
-    bool have_peer;
-    struct sockaddr_storage peer;
-    uint8_t *proxy;     /* a PROXY header split across reads (RB__PROXY_MAX bytes) */
-    uint32_t proxy_len; /* ... bytes of it held */
+    void *codec;                   /* the codec's slow-path state (freed by codec->release) */
+    struct rb__outq *out;          /* output the socket did not take yet */
+    struct sockaddr_storage *peer; /* rb_config.peer_addr: until on_open has it */
 };
+
+/* Queued output, allocated at --max-pending-out once (so an in-flight flush never sees it move).
+ * The flush completion names it, not the connection: it outlives a connection released while
+ * the kernel still reads it (off == RB__OUTQ_ORPHAN). */
+struct rb__outq {
+    uint64_t id; /* its connection */
+    uint32_t len, off;
+    uint8_t data[];
+};
+#define RB__OUTQ_ORPHAN UINT32_MAX
 
 /* Bytes of the record the connection's codec owns (v1: a split frame's length and 7 bytes). */
 #define RB__CODEC_INLINE 8
@@ -95,10 +106,11 @@ struct rb__conn {
     uint32_t timeout_ms;
     uint32_t gen;
     uint32_t slot : 20;         /* < RB__MAX_SLOTS */
-    uint32_t listener : 4;      /* < RB_LISTEN_MAX: names the codec (and transport) */
+    uint32_t listener : 4;      /* < RB_LISTEN_MAX: names the codec and the transport */
     uint32_t proxy_pending : 1; /* the PROXY header is still to come: bytes go to proxy.c */
     uint32_t proxy_local : 1;   /* the header was LOCAL: the balancer's own connection */
-    uint32_t spare : 6;
+    uint32_t tls : 1;           /* the listener's transport is TLS: ext holds struct rb__tls_ext */
+    uint32_t spare : 5;
     uint16_t ring; /* index within its worker */
     uint8_t state; /* bits 0-1 liveness, 2-3 mode, 4-6 weight of the mark */
     uint8_t flags; /* RB__CF_* */
@@ -158,6 +170,12 @@ struct rb__ring {
     uint64_t *ip_key; /* per slot, with --max-conns-per-ip: the address the slot counts against */
 };
 
+/* A deque of connection ids (the TLS handshake queues); cap is a power of two. */
+struct rb__idq {
+    uint64_t *v;
+    uint32_t head, len, cap;
+};
+
 /* A message from another thread (rb_send / rb_close): bounded MPSC queue of the worker. */
 struct rb__msg {
     uint64_t id;
@@ -215,6 +233,23 @@ struct rb__worker {
     uint64_t stop_deadline_ms;
     uint32_t drain_ring, drain_slot;
 
+    /* TLS transport (transport_tls.c); all of it unused without a TLS listener. */
+    struct rb_tls_scratch *tls_scratch; /* cipher contexts of this thread */
+    struct rb__slab tls_slab;           /* TLS connections' ext + transport state, 256 B each */
+    struct rb__idq tls_cont;            /* handshakes under way with input waiting: served first */
+    struct rb__idq tls_new;             /* ... and new ones (a ClientHello to answer) */
+    uint32_t tls_budget;                /* handshake records left for this turn */
+    uint64_t tls_rotate_check_ms;       /* next look at the ticket key rotation */
+    uint64_t tls_hs_seen;               /* handshakes ended, as of the last look */
+    uint64_t tls_decay_until_ms;        /* give back the handshakes' garbage until then */
+    struct rb__conn *tls_batch; /* frames for it go into one record (while its codec runs) */
+    struct rb__conn *tls_open;  /* ... the record being filled, sealed before anything else */
+    uint8_t *tls_open_rec;
+    uint32_t tls_open_len;  /* plaintext bytes in it */
+    uint8_t *tls_begin_end; /* end of what rb__out_begin reserved for a TLS frame */
+    uint8_t tls_begin_kind; /* ... and how it will be sent (transport_tls.c) */
+    uint8_t *tls_plain;     /* plaintext out of SSL objects (TLS 1.2), 16 KiB */
+
     struct rb_stats stats; /* written by this thread only; read relaxed by others */
 };
 
@@ -223,7 +258,7 @@ struct rb__ip_count {
     uint32_t count;
 };
 
-/* A listening address and the protocol (codec) its connections speak. */
+/* A listening address: the protocol (codec) its connections speak, over which transport. */
 struct rb__listener {
     struct rb_listen_addr spec;
     const struct rb__codec *codec;
@@ -242,7 +277,9 @@ struct rb_engine {
     _Atomic int stop;
     uint64_t epoch_ns;
     struct rb__listener listeners[RB_LISTEN_MAX];
-    uint64_t token_key; /* keys the PING tokens so a forged PONG is not taken for ours */
+    struct rb_tls_ctx *tls; /* with a TLS listener: certificate, ticket keys (shared) */
+    int listen_error;       /* a listener that did not parse: rb_engine_start says so */
+    uint64_t token_key;     /* keys the PING tokens so a forged PONG is not taken for ours */
     _Atomic(const struct rb_auth *) auth; /* rb_engine_set_auth; NULL: ids on trust */
     _Atomic(rb_metrics_extra_fn) metrics_extra;
     void *_Atomic metrics_extra_user;
@@ -281,15 +318,21 @@ static inline enum rb_protocol rb__conn_protocol(const struct rb__worker *w,
 {
     return w->e->listeners[c->listener].spec.protocol;
 }
+/* Over the TLS transport (its listener's; kept in the record so no table is read per frame). */
+static inline bool rb__conn_tls(const struct rb__conn *c)
+{
+    return c->tls;
+}
 static inline void rb__conn_set_mode(struct rb__conn *c, enum rb_mode mode)
 {
     c->state = (uint8_t)((c->state & ~0x0c) | (unsigned)mode << 2);
 }
 /* The record behind an id, if it is this worker's and still the same open connection. */
 struct rb__conn *rb__conn_lookup(struct rb__worker *w, uint64_t id);
-/* The slow-path state, allocated on first use; NULL when memory is short. */
+/* The slow-path state, allocated on first use (a TLS connection always has one); NULL when
+ * memory is short. */
 struct rb__conn_ext *rb__conn_ext(struct rb__worker *w, struct rb__conn *c);
-/* Frees the slow-path state once nothing in it is needed any more. */
+/* Frees the slow-path state once nothing in it is needed any more (never a TLS connection's). */
 void rb__conn_ext_trim(struct rb__conn *c);
 /* Makes a record for a socket just accepted into `slot` of ring r (NULL: none left). */
 struct rb__conn *rb__conn_new(struct rb__worker *w, struct rb__ring *r, uint32_t slot,
@@ -345,11 +388,18 @@ void rb__out_free(struct rb__worker *w);
 uint8_t *rb__out_alloc(struct rb__worker *w, uint32_t len);
 /*
  * A frame for c: rb__out_begin() returns room for up to max_len bytes of it (NULL when memory
- * is short); rb__out_end() sends the first len of them (frames queue behind blocked output).
- * `counter` is an index into frames_out for v1 (0: none). May release c (slow reader).
+ * is short, or while a TLS handshake runs); rb__out_end() sends the first len of them (frames
+ * queue behind blocked output). The one place frames are made: over TLS they are sealed there.
+ * May release c (slow reader).
  */
 uint8_t *rb__out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len);
 void rb__out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *frame, uint32_t len);
+/* Sends bytes of this turn's arena as they are (after the transport): one SQE, or extends the
+ * previous one to c. false when c was released meanwhile (slow reader, no memory). */
+bool rb__out_send(struct rb__worker *w, struct rb__conn *c, const uint8_t *buf, uint32_t len);
+/* The arena's last allocation ends at `end`: moves its end to new_end (shrinks or grows by up
+ * to what the chunk has left). false when it is not the last or there is no room. */
+bool rb__out_resize_last(struct rb__worker *w, const uint8_t *end, const uint8_t *new_end);
 /* Room for n SQEs in a row (submits mid-turn when the SQ is full); false if there is none. */
 bool rb__ring_reserve(struct rb__worker *w, struct rb__ring *r, unsigned n);
 struct io_uring_sqe *rb__ring_sqe(struct rb__worker *w, struct rb__ring *r);
@@ -360,6 +410,49 @@ void rb__on_send_failed(struct rb__worker *w, struct io_uring_cqe *cqe);
 void rb__on_flush(struct rb__worker *w, struct io_uring_cqe *cqe);
 /* Frees a connection's queued output (or leaves it to the flush in flight). */
 void rb__out_release(struct rb__conn *c, struct rb__conn_ext *x);
+
+/* ---- the TLS transport (transport_tls.c): between the socket and the codec ---- */
+
+/* Engine start and stop: the shared context (certificate, tickets); a worker's thread state. */
+int rb__tls_engine_init(struct rb_engine *e);
+void rb__tls_engine_free(struct rb_engine *e);
+int rb__tls_worker_init(struct rb__worker *w);
+void rb__tls_worker_free(struct rb__worker *w);
+/* A record was made for an accepted socket: its TLS state and the handshake's deadline (the SSL
+ * object itself comes with the first handshake step, within the budget). -ENOMEM. */
+int rb__tls_start(struct rb__worker *w, struct rb__conn *c);
+/* Received bytes: the handshake (deferred to the turn's handshake step) or records, whose
+ * plaintext goes to the codec. 0, or -1 when c was released. */
+int rb__tls_input(struct rb__worker *w, struct rb__conn *c, uint8_t *p, size_t n);
+/* The peer's FIN or reset (reason RB_CLOSE_EOF / RB_CLOSE_RESET): true when handshake input
+ * waits for the handshake step, which then releases the connection after judging it; false:
+ * release it now. */
+bool rb__tls_eof(struct rb__conn *c, int reason);
+static inline bool rb__tls_pending(const struct rb__worker *w)
+{
+    return w->tls_cont.len || w->tls_new.len;
+}
+/* The turn's handshake work, bounded by the per-worker budget (after the turn's replies were
+ * submitted); true while some is left for the next turn. */
+bool rb__tls_handshakes(struct rb__worker *w);
+/* Once a turn: ticket key rotation, when due. */
+void rb__tls_tick(struct rb__worker *w);
+/* Output: see rb__out_begin/rb__out_end. */
+uint8_t *rb__tls_out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len);
+void rb__tls_out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *frame, uint32_t len);
+/* Seals and sends the record being filled (before any other output and any submit). */
+void rb__tls_seal_open(struct rb__worker *w);
+static inline void rb__tls_seal_pending(struct rb__worker *w)
+{
+    if (w->tls_open)
+        rb__tls_seal_open(w);
+}
+/* The close chain's bytes: the codec's close frame sealed, then close_notify (nothing while the
+ * handshake runs or after a fatal alert). Returns their length, *out in the arena. */
+uint32_t rb__tls_close_bytes(struct rb__worker *w, struct rb__conn *c, int reason, int peer_code,
+                             uint8_t **out);
+/* Frees the transport state (the ext itself included) of a connection being released. */
+void rb__tls_release(struct rb__worker *w, struct rb__conn *c, int reason);
 
 /* ---- receive: buffer ring, multishot recv, ENOBUFS re-arm (recv.c) ---- */
 
@@ -400,6 +493,11 @@ static inline uint64_t rb__worker_now_us(const struct rb__worker *w)
 {
     return (rb_clock_ns() - w->e->epoch_ns) / 1000;
 }
+
+/* ---- util.c ---- */
+/* Lets the calling thread's jemalloc arena give back the pages a burst left dirty (no-op
+ * without jemalloc). A few microseconds; called once a second after handshakes. */
+void rb__mem_decay(void);
 
 /* ---- stats.c ---- */
 void rb__hist_add(struct rb_hist *h, const uint32_t *bounds, uint64_t value);

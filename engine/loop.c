@@ -196,6 +196,8 @@ static bool drained(struct rb__worker *w)
 
 static int64_t wait_timeout_ns(struct rb__worker *w)
 {
+    if (rb__tls_pending(w))
+        return 0; /* handshake work left by the budget: the next turn comes at once */
     if (w->stopping)
         return 1000000; /* drain in paced steps */
     uint32_t ticks = rb__wheel_next(&w->wheel);
@@ -225,6 +227,7 @@ int rb__worker_loop(struct rb__worker *w)
 {
     const struct rb_config *cfg = &w->e->cfg;
     for (;;) {
+        rb__tls_seal_pending(w); /* (a TLS record is never left open past its batch) */
         submit_siblings(w);
         struct io_uring *ring0 = &w->rings[0].uring;
         unsigned n = io_uring_sq_ready(ring0);
@@ -248,6 +251,11 @@ int rb__worker_loop(struct rb__worker *w)
         if (atomic_load_explicit(&w->e->stop, memory_order_acquire) && !w->stopping)
             begin_stop(w);
         run_timers(w);
+        if (w->e->tls) {
+            /* After everything else of the turn, whose replies it submits first. */
+            rb__tls_handshakes(w);
+            rb__tls_tick(w);
+        }
         for (unsigned i = 0; i < w->nrings; i++) {
             struct rb__ring *r = &w->rings[i];
             if (r->rearm_len)

@@ -212,6 +212,54 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
               "Dead-peer detection time minus (last frame + timeout).", &s.lateness_ms,
               rb_lateness_bounds_ms, 1e-3);
 
+    /*
+     * The TLS transport as series of its own, not a label on the protocol series: every TLS
+     * connection is already counted under its protocol (v1 or ws), its handshakes and alerts have
+     * no plain counterpart, and a label would double every per-protocol series (and the
+     * per-worker counters behind them) for the one deployment that mixes transports.
+     */
+    help_type(&o, "ringbeat_tls_connections", "gauge",
+              "Open TLS connections by phase (ssl: served by an OpenSSL object, TLS 1.2).");
+    emit(&o, "ringbeat_tls_connections{phase=\"handshake\"} %llu\n",
+         (unsigned long long)s.tls.handshaking);
+    emit(&o, "ringbeat_tls_connections{phase=\"established\"} %llu\n",
+         (unsigned long long)s.tls.conns);
+    emit(&o, "ringbeat_tls_connections{phase=\"ssl\"} %llu\n", (unsigned long long)s.tls.ssl_kept);
+    help_type(&o, "ringbeat_tls_handshakes_total", "counter",
+              "TLS handshakes by result (aborted: the peer went away during it).");
+    {
+        const struct {
+            const char *name;
+            uint64_t v;
+        } hs[] = {{"full", s.tls.full},
+                  {"resumed", s.tls.resumed},
+                  {"failed", s.tls.failed},
+                  {"timeout", s.tls.timeouts},
+                  {"aborted", s.tls.aborted}};
+        for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+            emit(&o, "ringbeat_tls_handshakes_total{result=\"%s\"} %llu\n", hs[i].name,
+                 (unsigned long long)hs[i].v);
+    }
+    counter(&o, "ringbeat_tls_handshake_budget_exhausted_total",
+            "Loop turns that left handshake work for the next (--tls-handshake-budget).",
+            s.tls.budget_exhausted);
+    help_type(&o, "ringbeat_tls_alerts_sent_total", "counter", "TLS alerts sent, by kind.");
+    for (int k = 0; k < RB_TLS_ALERT_KINDS; k++)
+        emit(&o, "ringbeat_tls_alerts_sent_total{alert=\"%s\"} %llu\n",
+             rb_tls_alert_kind_name((enum rb_tls_alert_kind)k),
+             (unsigned long long)s.tls.alerts_out[k]);
+    counter(&o, "ringbeat_tls_alerts_received_total", "Fatal TLS alerts received from peers.",
+            s.tls.alerts_in);
+    help_type(&o, "ringbeat_tls_key_updates_total", "counter", "TLS 1.3 KeyUpdates by direction.");
+    emit(&o, "ringbeat_tls_key_updates_total{direction=\"in\"} %llu\n",
+         (unsigned long long)s.tls.key_updates_in);
+    emit(&o, "ringbeat_tls_key_updates_total{direction=\"out\"} %llu\n",
+         (unsigned long long)s.tls.key_updates_out);
+    counter(&o, "ringbeat_tls_reloads_total", "Certificate reloads (SIGHUP) that succeeded.",
+            s.tls.reloads);
+    counter(&o, "ringbeat_tls_ticket_key_rotations_total", "Session ticket key rotations.",
+            s.tls.rotations);
+
     counter(&o, "ringbeat_submits_total", "io_uring_enter calls that submitted work.", s.submits);
     counter(&o, "ringbeat_sqes_submitted_total",
             "SQEs submitted; divided by submits_total gives the batch size.", s.sqes_submitted);

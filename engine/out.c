@@ -87,6 +87,7 @@ void rb__out_free(struct rb__worker *w)
 
 uint8_t *rb__out_alloc(struct rb__worker *w, uint32_t len)
 {
+    rb__tls_seal_pending(w); /* a TLS record being filled ends where anything else begins */
     struct rb__out_gen *g = out_gen(w);
     struct rb__out_chunk *k = g->cur;
     while (!k || k->cap - k->used < len) {
@@ -122,8 +123,20 @@ uint8_t *rb__out_alloc(struct rb__worker *w, uint32_t len)
  * chain, submitted next, could overtake it (a shutdown overtaking its CLOSE frame sent peers a
  * bare FIN at shutdown, under CPU contention).
  */
+bool rb__out_resize_last(struct rb__worker *w, const uint8_t *end, const uint8_t *new_end)
+{
+    struct rb__out_chunk *k = out_gen(w)->cur;
+    if (!k || k->data + k->used != end || new_end < k->data || new_end > k->data + k->cap)
+        return false;
+    k->used = (uint32_t)(new_end - k->data);
+    w->out_last = NULL;
+    return true;
+}
+
 bool rb__ring_reserve(struct rb__worker *w, struct rb__ring *r, unsigned n)
 {
+    /* Never a submit with a TLS record still unsealed in it (its SQE may come earlier). */
+    rb__tls_seal_pending(w);
     if (io_uring_sq_space_left(&r->uring) >= n)
         return true;
     unsigned ready = io_uring_sq_ready(&r->uring);
@@ -146,66 +159,79 @@ static int out_queue(struct rb__worker *w, struct rb__conn *c, const uint8_t *bu
     if (!x)
         return -ENOMEM;
     uint32_t cap = w->e->cfg.max_pending_out;
-    if (!x->out) {
-        /* Allocated at its cap once, so an in-flight flush never sees the buffer move. */
-        x->out = malloc(cap);
-        if (!x->out)
+    struct rb__outq *q = x->out;
+    if (!q) {
+        if (!(q = malloc(sizeof(*q) + cap)))
             return -ENOMEM;
-        x->out_cap = cap;
-        x->out_len = x->out_off = 0;
+        q->id = rb__conn_id(w, c);
+        q->len = q->off = 0;
+        x->out = q;
     }
-    if (x->out_len + len > x->out_cap)
+    if (q->len + len > cap)
         return -ENOBUFS;
-    memcpy(x->out + x->out_len, buf, len);
-    x->out_len += len;
+    memcpy(q->data + q->len, buf, len);
+    q->len += len;
     c->flags |= RB__CF_BLOCKED;
     return 0;
 }
 
 static void out_flush(struct rb__worker *w, struct rb__conn *c)
 {
-    struct rb__conn_ext *x = c->ext;
-    if ((c->flags & RB__CF_FLUSHING) || !x || !x->out || x->out_off == x->out_len)
+    struct rb__outq *q = c->ext ? c->ext->out : NULL;
+    if ((c->flags & RB__CF_FLUSHING) || !q || q->off == q->len)
         return;
     struct io_uring_sqe *sqe = rb__ring_sqe(w, rb__conn_ring(w, c));
     if (!sqe)
         return;
     /* No MSG_DONTWAIT: this one may wait for room in the socket, and reports with a CQE. */
-    io_uring_prep_send(sqe, (int)c->slot, x->out + x->out_off, x->out_len - x->out_off,
-                       MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, (int)c->slot, q->data + q->off, q->len - q->off, MSG_NOSIGNAL);
     sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_FLUSH, (uint64_t)(uintptr_t)x));
+    io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_FLUSH, (uint64_t)(uintptr_t)q));
     c->flags |= RB__CF_FLUSHING;
     RB__INC(w, send_retries);
 }
 
 uint8_t *rb__out_begin(struct rb__worker *w, struct rb__conn *c, uint32_t max_len)
 {
-    (void)c; /* the transport's head and tail room will be reserved here */
+    if (c->tls) /* room for the record header before the frame and its tail after it */
+        return rb__tls_out_begin(w, c, max_len);
     uint8_t *p = rb__out_alloc(w, max_len);
     w->out_last = p;
     return p;
 }
 
-/*
- * Sends bytes that live in this turn's output arena. MSG_DONTWAIT | MSG_WAITALL makes the send
- * finish inside the submitting io_uring_enter, and CQE_SKIP_SUCCESS makes a full send silent, so
- * a heartbeat reply costs one SQE and no completion. A refusal or short send posts a CQE, handled
- * by rb__on_send_failed(). Consecutive frames to one connection extend one SQE.
- */
 void rb__out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, uint32_t len)
 {
+    if (c->tls) {
+        rb__tls_out_end(w, c, buf, len); /* sealed in place, or left open for the next frame */
+        return;
+    }
     if (buf == w->out_last) {
         /* The frame came last from the arena: give back the room it did not use. */
         struct rb__out_chunk *k = out_gen(w)->cur;
         k->used = (uint32_t)(buf - k->data) + len;
         w->out_last = NULL;
     }
+    rb__out_send(w, c, buf, len);
+}
+
+/*
+ * Sends bytes that live in this turn's output arena. MSG_DONTWAIT | MSG_WAITALL makes the send
+ * finish inside the submitting io_uring_enter, and CQE_SKIP_SUCCESS makes a full send silent, so
+ * a heartbeat reply costs one SQE and no completion. A refusal or short send posts a CQE, handled
+ * by rb__on_send_failed(). Consecutive sends to one connection extend one SQE.
+ */
+bool rb__out_send(struct rb__worker *w, struct rb__conn *c, const uint8_t *buf, uint32_t len)
+{
+    rb__tls_seal_pending(w); /* its SQE first: nothing may be inserted between the log and ours */
     RB__ADD(w, bytes_out, len);
     if (c->flags & RB__CF_BLOCKED) {
-        if (out_queue(w, c, buf, len) < 0)
-            rb__conn_release(w, c, RB_CLOSE_SLOW_READER, 0);
-        return;
+        if (out_queue(w, c, buf, len) < 0) {
+            if (!(c->flags & RB__CF_CLOSING)) /* (a close chain's own sealing, over TLS) */
+                rb__conn_release(w, c, RB_CLOSE_SLOW_READER, 0);
+            return false;
+        }
+        return true;
     }
     struct rb__ring *r = rb__conn_ring(w, c);
     struct rb__out_gen *g = out_gen(w);
@@ -221,27 +247,29 @@ void rb__out_end(struct rb__worker *w, struct rb__conn *c, uint8_t *buf, uint32_
                 rb__ud(RB__OP_SEND, (uint64_t)(w->turn & 1) << 32 | (g->log_len - 1))) {
             last->len += len;
             prev->len += len;
-            return;
+            return true;
         }
     }
     if (g->log_len == g->log_cap) {
         uint32_t cap = g->log_cap ? g->log_cap * 2 : RB__LOG_MIN;
         struct rb__send_rec *n = realloc(g->log, cap * sizeof(*n));
         if (!n) {
-            rb__conn_release(w, c, RB_CLOSE_RESET, 0);
-            return;
+            if (!(c->flags & RB__CF_CLOSING))
+                rb__conn_release(w, c, RB_CLOSE_RESET, 0);
+            return false;
         }
         g->log = n;
         g->log_cap = cap;
     }
     struct io_uring_sqe *sqe = rb__ring_sqe(w, r);
     if (!sqe)
-        return;
+        return true; /* no room even after a submit: the frame is lost, as a lost packet */
     uint32_t idx = g->log_len++;
     g->log[idx] = (struct rb__send_rec){.id = id, .buf = buf, .len = len};
     io_uring_prep_send(sqe, (int)c->slot, buf, len, MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL);
     sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_SEND, (uint64_t)(w->turn & 1) << 32 | idx));
+    return true;
 }
 
 /* Queues the frame (when len > 0), then shutdown and close of the direct descriptor. The hard
@@ -272,13 +300,12 @@ void rb__slot_close(struct rb__worker *w, struct rb__ring *r, uint32_t slot, con
 
 void rb__out_release(struct rb__conn *c, struct rb__conn_ext *x)
 {
-    if (c->flags & RB__CF_FLUSHING) {
-        /* The kernel still reads x->out; the flush completion frees it (see rb__on_flush). */
-        x->out_off = UINT32_MAX; /* marks the orphan */
-        return;
-    }
-    free(x->out);
-    free(x);
+    struct rb__outq *q = x->out;
+    x->out = NULL;
+    if (q && (c->flags & RB__CF_FLUSHING))
+        q->off = RB__OUTQ_ORPHAN; /* the kernel still reads it: the flush completion frees it */
+    else
+        free(q);
 }
 
 void rb__on_send_failed(struct rb__worker *w, struct io_uring_cqe *cqe)
@@ -316,32 +343,30 @@ void rb__on_send_failed(struct rb__worker *w, struct io_uring_cqe *cqe)
 
 void rb__on_flush(struct rb__worker *w, struct io_uring_cqe *cqe)
 {
-    struct rb__conn_ext *x =
-        (struct rb__conn_ext *)(uintptr_t)(cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
-    if (x->out_off == UINT32_MAX) { /* its connection is gone */
-        free(x->out);
-        free(x);
+    struct rb__outq *q =
+        (struct rb__outq *)(uintptr_t)(cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
+    if (q->off == RB__OUTQ_ORPHAN) { /* its connection is gone */
+        free(q);
         return;
     }
-    struct rb__conn *c = rb__conn_lookup(w, x->id);
-    if (!c || c->ext != x)
+    struct rb__conn *c = rb__conn_lookup(w, q->id);
+    if (!c || !c->ext || c->ext->out != q)
         return;
     c->flags &= (uint8_t)~RB__CF_FLUSHING;
     if (cqe->res < 0) {
         rb__conn_release(w, c, RB_CLOSE_RESET, 0);
         return;
     }
-    x->out_off += (uint32_t)cqe->res;
-    if (x->out_off < x->out_len) {
-        memmove(x->out, x->out + x->out_off, x->out_len - x->out_off);
-        x->out_len -= x->out_off;
-        x->out_off = 0;
+    q->off += (uint32_t)cqe->res;
+    if (q->off < q->len) {
+        memmove(q->data, q->data + q->off, q->len - q->off);
+        q->len -= q->off;
+        q->off = 0;
         out_flush(w, c);
         return;
     }
-    free(x->out);
-    x->out = NULL;
-    x->out_len = x->out_off = 0;
+    free(q);
+    c->ext->out = NULL;
     c->flags &= (uint8_t)~RB__CF_BLOCKED;
     rb__conn_ext_trim(c);
 }

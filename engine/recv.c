@@ -46,34 +46,41 @@ static void rearm_queue(struct rb__worker *w, struct rb__ring *r, struct rb__con
 }
 
 /*
- * --proxy-protocol: the stage before the codec. Until the PROXY header is complete every byte
- * goes to proxy.c (a header split across reads waits in ext->proxy); then the header's address
- * becomes the peer (per-IP limit, on_open) and the bytes after it go on to the codec. *p and *n
- * are advanced past what the stage took. -1: the connection was released.
+ * --proxy-protocol: the stage before the transport and the codec. Until the PROXY header is
+ * complete every byte goes to proxy.c; a header split across reads waits in ext->codec (no byte
+ * has reached the codec yet, so its slot is free; conn.c frees it as such while proxy_pending).
+ * Then the header's address becomes the peer (per-IP limit, on_open) and the bytes after it go
+ * on. *p and *n are advanced past what the stage took. -1: the connection was released.
  */
+struct proxy_part {
+    uint32_t len;
+    uint8_t data[RB__PROXY_MAX];
+};
+
 static int proxy_stage(struct rb__worker *w, struct rb__conn *c, uint8_t **p, size_t *n)
 {
     struct rb__conn_ext *x = rb__conn_ext(w, c);
+    struct proxy_part *pp = x ? x->codec : NULL;
     struct rb__proxy_hdr h;
-    size_t held = x ? x->proxy_len : 0, used;
+    size_t held = pp ? pp->len : 0, used;
     int r;
     if (!x) {
         r = -ENOMEM;
-    } else if (!x->proxy) {
+    } else if (!pp) {
         r = rb__proxy_parse(*p, *n, &h); /* the usual case: the whole header in one read */
-        if (r == 0 && !(x->proxy = malloc(RB__PROXY_MAX)))
+        if (r == 0 && !(pp = x->codec = malloc(sizeof(*pp))))
             r = -ENOMEM;
         if (r == 0) {
-            memcpy(x->proxy, *p, *n); /* shorter than RB__PROXY_MAX, or parse had refused it */
-            x->proxy_len = (uint32_t)*n;
+            memcpy(pp->data, *p, *n); /* shorter than RB__PROXY_MAX, or parse had refused it */
+            pp->len = (uint32_t)*n;
             *n = 0;
             return 0;
         }
     } else {
         size_t take = *n < RB__PROXY_MAX - held ? *n : RB__PROXY_MAX - held;
-        memcpy(x->proxy + held, *p, take);
-        x->proxy_len += (uint32_t)take;
-        r = rb__proxy_parse(x->proxy, x->proxy_len, &h);
+        memcpy(pp->data + held, *p, take);
+        pp->len += (uint32_t)take;
+        r = rb__proxy_parse(pp->data, pp->len, &h);
         if (r == 0) {
             *n = 0;
             return 0;
@@ -86,14 +93,14 @@ static int proxy_stage(struct rb__worker *w, struct rb__conn *c, uint8_t **p, si
         return -1;
     }
     used = (size_t)r - held;
-    free(x->proxy);
-    x->proxy = NULL;
-    x->proxy_len = 0;
+    free(pp);
+    x->codec = NULL;
     c->proxy_pending = 0;
     c->proxy_local = h.local;
     /* rb__on_peer kept the connection's own address in ext: it stands for a LOCAL header. */
-    struct sockaddr_storage peer = h.local ? x->peer : h.src;
-    x->have_peer = false;
+    struct sockaddr_storage peer = h.local && x->peer ? *x->peer : h.src;
+    free(x->peer);
+    x->peer = NULL;
     if (rb__peer_apply(w, c, &peer) < 0)
         return -1;
     rb__conn_ext_trim(c);
@@ -103,8 +110,9 @@ static int proxy_stage(struct rb__worker *w, struct rb__conn *c, uint8_t **p, si
 }
 
 /*
- * Bytes go to the connection's codec (the transport layer sits here); this file never sees a
- * frame. IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
+ * Bytes go to the connection's transport: plain, straight to its codec; TLS, to the handshake or
+ * the record layer, whose plaintext goes to the codec. This file never sees a frame or a record.
+ * IORING_CQE_F_MORE is checked on every completion: without it the request has ended.
  */
 void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe)
 {
@@ -119,7 +127,8 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
             RB__ADD(w, bytes_in, (uint64_t)cqe->res);
             if (c->proxy_pending && proxy_stage(w, c, &p, &n) < 0)
                 c = NULL;
-            else if (n && rb__conn_codec(w, c)->input(w, c, p, n) < 0)
+            else if (n && (c->tls ? rb__tls_input(w, c, p, n)
+                                  : rb__conn_codec(w, c)->input(w, c, p, n)) < 0)
                 c = NULL;
         }
         rb__bufring_recycle(&r->bufs, bid);
@@ -131,6 +140,8 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
         rearm_queue(w, r, c, id);
     else if (cqe->res > 0)
         rb__recv_arm(w, c); /* the kernel ended the multishot (e.g. CQ pressure): go on */
+    else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
+        return; /* the handshake step releases it once it has judged what came before */
     else if (cqe->res == 0)
         rb__conn_release(w, c, RB_CLOSE_EOF, 0);
     else

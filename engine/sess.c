@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,8 +38,8 @@ static int send_welcome(struct rb__worker *w, struct rb__conn *c, const struct r
     const struct rb__codec *codec = rb__conn_codec(w, c);
     uint64_t id = rb__conn_id(w, c);
     uint8_t *out = rb__out_begin(w, c, codec->welcome_max);
-    if (!out)
-        return 0;
+    if (!out) /* (over TLS, sealing the record before it may have released c) */
+        return rb__conn_lookup(w, id) ? 0 : -1;
     RB__INC(w, proto[rb__conn_protocol(w, c)].welcomes_out);
     rb__out_end(w, c, out, codec->put_welcome(out, c, wi));
     return rb__conn_lookup(w, id) ? 0 : -1;
@@ -116,9 +117,10 @@ int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__ope
                                 .client_id_len = op->client_id_len,
                                 .proxy_local = c->proxy_local};
     info.peer.ss_family = AF_UNSPEC;
-    if (c->ext && c->ext->have_peer) {
-        info.peer = c->ext->peer;
-        c->ext->have_peer = false;
+    if (c->ext && c->ext->peer) {
+        info.peer = *c->ext->peer;
+        free(c->ext->peer);
+        c->ext->peer = NULL;
         rb__conn_ext_trim(c);
     }
     cb->on_open(w->e, &info, w->e->cfg.user);
@@ -143,7 +145,7 @@ static int send_control(struct rb__worker *w, struct rb__conn *c, bool pong, con
     uint64_t id = rb__conn_id(w, c);
     uint8_t *out = rb__out_begin(w, c, codec->control_max);
     if (!out)
-        return 0;
+        return rb__conn_lookup(w, id) ? 0 : -1;
     enum rb_protocol p = rb__conn_protocol(w, c);
     if (pong)
         RB__INC(w, proto[p].pongs_out);

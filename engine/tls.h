@@ -78,6 +78,16 @@ struct rb_tls_counters {
 
 /* Loads certificate and key; -EINVAL on a bad setting, -ENOENT/-EIO/-EKEYREJECTED on files. */
 int rb_tls_ctx_new(const struct rb_tls_config *cfg, struct rb_tls_ctx **out);
+
+/* The client role (ringbeat-load, tests): TLS 1.3 only, the server's certificate is not checked
+ * (a load generator against its own server). */
+struct rb_tls_client_config {
+    const char *ciphersuites; /* TLS 1.3 suites (OpenSSL syntax), NULL: the three */
+    bool resume; /* keep the newest ticket and offer it in every new handshake; a handshake
+                    then completes only once the server's first ticket is in (tickets must be on
+                    at the server; ours sends one after resumed handshakes too) */
+};
+int rb_tls_ctx_new_client(const struct rb_tls_client_config *cfg, struct rb_tls_ctx **out);
 void rb_tls_ctx_free(struct rb_tls_ctx *ctx);
 /* Re-reads cert and key (same other settings) for handshakes started after it returns; connections
  * already established or handshaking keep what they had. Ticket keys survive. On error the old
@@ -98,8 +108,16 @@ struct rb_tls_hs;
 #define RB_TLS_HS_AGAIN 0 /* needs more input (or call again with the rest of it) */
 #define RB_TLS_HS_DONE  1 /* handshake complete */
 
+/* A server handshake from a server context, or a client one from a client context; a client's
+ * ClientHello is queued at once (take it out and send it). */
 int rb_tls_hs_new(struct rb_tls_ctx *ctx, struct rb_tls_hs **out);
 void rb_tls_hs_free(struct rb_tls_hs *hs);
+/* How many of the step calls so far ran OpenSSL over a whole record (the expensive ones: the
+ * ECDHE and signature of a ClientHello): what a caller's per-turn budget counts. */
+unsigned rb_tls_hs_runs(const struct rb_tls_hs *hs);
+/* After DONE, for a TLS 1.3 connection that keeps its SSL object (served through rb_tls12_*,
+ * as TLS 1.2 is: the comparison the benchmarks make): drops the per-record callback. */
+void rb_tls_hs_keep(struct rb_tls_hs *hs);
 /*
  * Feeds received bytes. Consumes at most one TLS record per call (*consumed: how many bytes of
  * in it took; a partial record is copied into the driver, which holds up to one record), so each
@@ -126,13 +144,16 @@ struct rb_tls_conn;
  * error, except -EBUSY). -EPROTONOSUPPORT for TLS 1.2 (keep hs and use rb_tls12_*). */
 int rb_tls_hs_export(struct rb_tls_hs *hs, struct rb_tls_conn *out);
 
-/* TLS 1.2 only (SSL_read/SSL_write on the memory BIOs; the SSL object stays, with
- * SSL_MODE_RELEASE_BUFFERS). feed: takes all len bytes. read: plaintext bytes (0: none yet),
- * -ESHUTDOWN on the peer's close_notify (ours is queued in the output), -ECONNRESET on its fatal
- * alert, -EPROTO on a bad record (our alert queued). write: seals all len bytes into the output. */
+/* TLS 1.2 (or a kept TLS 1.3 SSL object: rb_tls_hs_keep): SSL_read/SSL_write on the memory BIOs;
+ * the SSL object stays, with SSL_MODE_RELEASE_BUFFERS. feed: takes all len bytes. read: plaintext
+ * bytes (0: none yet), -ESHUTDOWN on the peer's close_notify (ours is queued in the output),
+ * -ECONNRESET on its fatal alert, -EPROTO on a bad record (our alert queued). write: seals all len
+ * bytes into the output. */
 int rb_tls12_feed(struct rb_tls_hs *hs, const uint8_t *in, size_t len);
 int rb_tls12_read(struct rb_tls_hs *hs, uint8_t *buf, size_t cap);
 int rb_tls12_write(struct rb_tls_hs *hs, const uint8_t *buf, size_t len);
+/* Queues our close_notify (take it out and send it); nothing may be written afterwards. */
+int rb_tls12_close(struct rb_tls_hs *hs);
 
 /* ---------------------------------------------------------------- TLS 1.3 record layer */
 struct rb_tls_dir {
@@ -149,7 +170,7 @@ struct rb_tls_conn {
     uint8_t hs_len;     /* bytes in hs_part */
     uint8_t hs_part[4]; /* a post-handshake message split across records (KeyUpdate: 5 bytes) */
 };
-#define RB_TLS_F_SERVER    0x01 /* we are the server (the engine always is) */
+#define RB_TLS_F_SERVER    0x01 /* we are the server (the engine always is; the load is not) */
 #define RB_TLS_F_RD_CLOSED 0x02 /* close_notify received */
 #define RB_TLS_F_WR_CLOSED 0x04 /* close_notify sent */
 #define RB_TLS_F_FAILED    0x08 /* a fatal error was seen or sent: nothing more in or out */
@@ -175,6 +196,28 @@ void rb_tls_conn_wipe(struct rb_tls_conn *c);
  * at most RB_TLS_MAX_RECORD bytes).
  */
 int rb_tls_record_len(const uint8_t hdr[RB_TLS_HDR_LEN]);
+
+/*
+ * Collecting records (tls_feed.c, the one collector: engine, load generator, fuzzer). Whole
+ * records are handed to record() where they lie in the caller's bytes (decrypt them there); a
+ * record split across receives is copied into *part, allocated for exactly that record (5 bytes
+ * while its header is incomplete) and freed once it was handed out. record() returns non-zero
+ * to stop (the connection was closed or released: neither *part nor the ctx is touched again).
+ */
+struct rb_tls_part {
+    uint32_t have, cap; /* cap: the record's length, or RB_TLS_HDR_LEN until it is known */
+    uint8_t data[];
+};
+struct rb_tls_rx {
+    struct rb_tls_part **part; /* the caller's slot for the one incomplete record (NULL: none) */
+    int (*record)(void *ctx, uint8_t *rec, size_t len);
+    void *ctx;
+};
+/* 0; 1 when record() stopped; -EMSGSIZE / -EPROTO for a header rb_tls_record_len refuses (send
+ * record_overflow / unexpected_message, then close); -ENOMEM. */
+int rb_tls_feed(const struct rb_tls_rx *rx, uint8_t *p, size_t n);
+/* Bytes held in an incomplete record (for rb_tls_at_eof). */
+size_t rb_tls_part_bytes(const struct rb_tls_part *pt);
 
 /* What rb_tls_open found, and what to send back (sealed already, under the right keys). */
 struct rb_tls_opened {

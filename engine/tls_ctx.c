@@ -28,6 +28,9 @@
  * A reconnect storm (the case resumption is for) comes within minutes of the connections it
  * replaces, well inside P. Resumption is psk_dhe_ke (OpenSSL's default), so each resumed session
  * still has its own ECDHE: the ticket key protects the resumption, not past traffic.
+ * Every resumed handshake gets a fresh ticket (the callback answers "renew"): TLS 1.3 clients use
+ * a ticket once (RFC 8446 C.4; OpenSSL's client marks a used one not resumable), so without it a
+ * client that reconnects again and again could resume only every other time.
  */
 struct ticket_key {
     uint8_t name[16];
@@ -37,8 +40,11 @@ struct ticket_key {
 };
 
 struct rb_tls_ctx {
-    pthread_mutex_t lock; /* guards ssl_ctx swaps and the ticket keys (handshake path only) */
+    pthread_mutex_t lock; /* guards ssl_ctx swaps, the ticket keys and the client's session */
     SSL_CTX *ssl_ctx;
+    bool client;               /* rb_tls_ctx_new_client: the load generator's side */
+    bool resume;               /* client: keep the newest ticket and offer it */
+    SSL_SESSION *session;      /* client: the newest ticket (resume) */
     struct ticket_key keys[2]; /* [0] encrypts; [1] decrypts only */
     bool allow_tls12, no_tickets;
     uint32_t rotate_s, num_tickets;
@@ -79,7 +85,7 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
             OSSL_PARAM_construct_end()};
         if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) == 1 &&
             EVP_MAC_CTX_set_params(hctx, params) == 1)
-            rc = enc || idx == 0 ? 1 : 2; /* 2: valid, but issue a ticket under the new key */
+            rc = enc ? 1 : 2; /* 2: valid, and a fresh ticket follows the resumed handshake */
     }
     pthread_mutex_unlock(&ctx->lock);
     return rc;
@@ -232,6 +238,7 @@ void rb_tls_ctx_free(struct rb_tls_ctx *ctx)
 {
     if (!ctx)
         return;
+    SSL_SESSION_free(ctx->session);
     SSL_CTX_free(ctx->ssl_ctx);
     free(ctx->ciphers);
     free(ctx->ciphersuites);
@@ -240,8 +247,74 @@ void rb_tls_ctx_free(struct rb_tls_ctx *ctx)
     free(ctx);
 }
 
+/* ---- the client role: ringbeat-load's handshakes (no certificate check: a load generator) ---- */
+
+/* A ticket arrived (the client's session cache mode makes OpenSSL call this). Returning 1 keeps
+ * the reference. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct rb_tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    rb__tls_hs_ticket(ssl);
+    if (!ctx->resume)
+        return 0;
+    pthread_mutex_lock(&ctx->lock);
+    SSL_SESSION *old = ctx->session;
+    ctx->session = sess;
+    pthread_mutex_unlock(&ctx->lock);
+    SSL_SESSION_free(old);
+    return 1;
+}
+
+int rb_tls_ctx_new_client(const struct rb_tls_client_config *cfg, struct rb_tls_ctx **out)
+{
+    struct rb_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return -ENOMEM;
+    pthread_mutex_init(&ctx->lock, NULL);
+    ctx->client = true;
+    ctx->resume = cfg->resume;
+    int rc = -ENOMEM;
+    SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+    if (!c)
+        goto err;
+    ctx->ssl_ctx = c;
+    SSL_CTX_set_app_data(c, ctx);
+    rc = -EINVAL;
+    if (!SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) ||
+        !SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) ||
+        !SSL_CTX_set_ciphersuites(c, cfg->ciphersuites ? cfg->ciphersuites : DEFAULT_SUITES) ||
+        check_suites(c) < 0)
+        goto err;
+    SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION);
+    /* Read-ahead stays off, as on the server: tls_hs.c feeds one record at a time. */
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c, new_session_cb);
+    SSL_CTX_set_keylog_callback(c, rb__tls_keylog_cb);
+    SSL_CTX_set_msg_callback(c, rb__tls_msg_cb);
+    SSL_CTX_set_info_callback(c, rb__tls_info_cb);
+    *out = ctx;
+    return 0;
+err:
+    ERR_clear_error();
+    rb_tls_ctx_free(ctx);
+    return rc;
+}
+
+bool rb__tls_ctx_is_client(const struct rb_tls_ctx *ctx)
+{
+    return ctx->client;
+}
+
+bool rb__tls_ctx_resumes(const struct rb_tls_ctx *ctx)
+{
+    return ctx->resume;
+}
+
 int rb_tls_ctx_reload(struct rb_tls_ctx *ctx, const char *cert_file, const char *key_file)
 {
+    if (ctx->client)
+        return -EINVAL;
     SSL_CTX *c, *old;
     int rc = build(ctx, cert_file, key_file, &c);
     if (rc < 0)
@@ -263,6 +336,12 @@ SSL *rb__tls_ctx_new_ssl(struct rb_tls_ctx *ctx)
     pthread_mutex_unlock(&ctx->lock);
     SSL *ssl = SSL_new(c);
     SSL_CTX_free(c);
+    if (ssl && ctx->client && ctx->resume) {
+        pthread_mutex_lock(&ctx->lock);
+        if (ctx->session)
+            SSL_set_session(ssl, ctx->session);
+        pthread_mutex_unlock(&ctx->lock);
+    }
     return ssl;
 }
 

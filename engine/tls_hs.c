@@ -27,11 +27,16 @@
  *   number of headers written after that mark is the next write sequence number.
  * - Bounded work: one record per rb_tls_hs_step, i.e. at most one SSL_do_handshake over one
  *   record (a ClientHello costs the ECDHE and the signature).
+ * - The client role (ringbeat-load) mirrors all of it: the client's own secret is the write one,
+ *   and it is done when it has written its Finished (nothing of the server's application data
+ *   read yet), or, when it wants to resume later, once OpenSSL has read the server's first
+ *   NewSessionTicket (a ticket becomes a session only inside the SSL object); the records read
+ *   until then are counted like the server's tickets are.
  */
 
 #define MAX_RECORD_12 (16384 + 2048) /* TLSCiphertext.length limit for TLS 1.2 */
 
-enum { HS_RUNNING, HS_DONE, HS_FAILED };
+enum { HS_RUNNING, HS_TICKET, HS_DONE, HS_FAILED };
 
 struct rb_tls_hs {
     SSL *ssl;
@@ -41,6 +46,10 @@ struct rb_tls_hs {
     uint8_t hdr_have;
     uint8_t state;
     uint8_t have_rd, have_wr;    /* application traffic secrets seen */
+    uint8_t client;              /* the connecting side (ringbeat-load): its write secret is the
+                                    client's */
+    uint8_t got_ticket;          /* client: a NewSessionTicket was processed */
+    uint32_t runs;               /* SSL_do_handshake / SSL_read calls over a whole record */
     uint32_t body_left;          /* bytes of the current record still to come */
     uint32_t rd_after, wr_after; /* record headers read / written under application keys */
     uint8_t secret_len;
@@ -66,13 +75,14 @@ void rb__tls_keylog_cb(const SSL *ssl, const char *line)
     if (!hs)
         return;
     uint8_t *dst;
-    int client = strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0;
-    if (client)
-        dst = hs->rd_secret;
+    int peer; /* the line names the peer's secret: the one we read with */
+    if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0)
+        peer = !hs->client;
     else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0)
-        dst = hs->wr_secret;
+        peer = hs->client;
     else
         return;
+    dst = peer ? hs->rd_secret : hs->wr_secret;
     const char *p = strchr(line + 24, ' ');
     if (!p)
         return;
@@ -85,7 +95,7 @@ void rb__tls_keylog_cb(const SSL *ssl, const char *line)
     if (*p != '\0' || (n != 32 && n != 48) || (hs->secret_len && hs->secret_len != n))
         return; /* export will refuse: a secret is missing */
     hs->secret_len = (uint8_t)n;
-    if (client) {
+    if (peer) {
         hs->have_rd = 1;
         hs->rd_after = 0;
     } else {
@@ -136,9 +146,40 @@ int rb_tls_hs_new(struct rb_tls_ctx *ctx, struct rb_tls_hs **out)
     BIO_set_mem_eof_return(hs->rbio, -1);
     SSL_set_bio(hs->ssl, hs->rbio, hs->wbio);
     SSL_set_app_data(hs->ssl, hs);
-    SSL_set_accept_state(hs->ssl);
+    if (rb__tls_ctx_is_client(ctx)) {
+        /* The client speaks first: its ClientHello is in the output now. */
+        hs->client = 1;
+        SSL_set_connect_state(hs->ssl);
+        ERR_clear_error();
+        int r = SSL_do_handshake(hs->ssl);
+        if (r != -1 || SSL_get_error(hs->ssl, r) != SSL_ERROR_WANT_READ) {
+            rb_tls_hs_free(hs);
+            ERR_clear_error();
+            return -ENOMEM;
+        }
+    } else {
+        SSL_set_accept_state(hs->ssl);
+    }
     *out = hs;
     return 0;
+}
+
+void rb__tls_hs_ticket(SSL *ssl)
+{
+    struct rb_tls_hs *hs = SSL_get_app_data(ssl);
+    if (hs)
+        hs->got_ticket = 1;
+}
+
+void rb_tls_hs_keep(struct rb_tls_hs *hs)
+{
+    if (hs->state == HS_DONE)
+        SSL_set_msg_callback(hs->ssl, NULL); /* no per-record callback for the long haul */
+}
+
+unsigned rb_tls_hs_runs(const struct rb_tls_hs *hs)
+{
+    return hs->runs;
 }
 
 void rb_tls_hs_free(struct rb_tls_hs *hs)
@@ -165,8 +206,33 @@ static int hs_fail(struct rb_tls_hs *hs)
     return -EPROTO;
 }
 
+static int hs_done(struct rb_tls_hs *hs)
+{
+    hs->state = HS_DONE;
+    rb__tls_count(hs->ctx, SSL_session_reused(hs->ssl) ? RB__TLS_RESUMED : RB__TLS_FULL);
+    return RB_TLS_HS_DONE;
+}
+
+/* A resuming client after its Finished: records go to OpenSSL until its first ticket is in
+ * (only OpenSSL can turn a ticket into a session). Application data before it would be lost:
+ * refused. */
+static int ticket_run(struct rb_tls_hs *hs)
+{
+    uint8_t b;
+    size_t n = 0;
+    hs->runs++;
+    ERR_clear_error();
+    if (SSL_read_ex(hs->ssl, &b, 1, &n) == 1 || SSL_get_error(hs->ssl, 0) != SSL_ERROR_WANT_READ ||
+        BIO_ctrl_pending(hs->rbio) != 0)
+        return hs_fail(hs);
+    return hs->got_ticket ? hs_done(hs) : RB_TLS_HS_AGAIN;
+}
+
 static int hs_run(struct rb_tls_hs *hs)
 {
+    if (hs->state == HS_TICKET)
+        return ticket_run(hs);
+    hs->runs++;
     ERR_clear_error();
     int r = SSL_do_handshake(hs->ssl);
     if (r != 1) {
@@ -184,9 +250,13 @@ static int hs_run(struct rb_tls_hs *hs)
         rb__tls_count(hs->ctx, RB__TLS_TLS12);
         SSL_set_msg_callback(hs->ssl, NULL); /* no per-record callback for the long haul */
     }
-    hs->state = HS_DONE;
-    rb__tls_count(hs->ctx, SSL_session_reused(hs->ssl) ? RB__TLS_RESUMED : RB__TLS_FULL);
-    return RB_TLS_HS_DONE;
+    /* A ticket is used once (OpenSSL's client marks it not resumable after use); our server
+     * sends a fresh one after every handshake, resumed or not. */
+    if (hs->client && rb__tls_ctx_resumes(hs->ctx) && !hs->got_ticket) {
+        hs->state = HS_TICKET;
+        return RB_TLS_HS_AGAIN;
+    }
+    return hs_done(hs);
 }
 
 int rb_tls_hs_step(struct rb_tls_hs *hs, const uint8_t *in, size_t len, size_t *consumed)
@@ -196,6 +266,8 @@ int rb_tls_hs_step(struct rb_tls_hs *hs, const uint8_t *in, size_t len, size_t *
         return RB_TLS_HS_DONE;
     if (hs->state == HS_FAILED)
         return -EPROTO;
+    if (len == 0)
+        return RB_TLS_HS_AGAIN;
     size_t used = 0;
     if (hs->hdr_have < 5) {
         size_t want = (size_t)(5 - hs->hdr_have), take = want < len ? want : len;
@@ -271,7 +343,7 @@ int rb_tls_hs_export(struct rb_tls_hs *hs, struct rb_tls_conn *out)
     uint16_t suite = SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(hs->ssl));
     int rc = -EPROTO;
     if (hs->have_rd && hs->have_wr && hs->secret_len == rb__tls_hash_len(suite))
-        rc = rb_tls_conn_init(out, suite, true, hs->rd_secret, hs->wr_secret, hs->secret_len,
+        rc = rb_tls_conn_init(out, suite, !hs->client, hs->rd_secret, hs->wr_secret, hs->secret_len,
                               hs->rd_after, hs->wr_after);
     rb_tls_hs_free(hs);
     return rc;
@@ -306,6 +378,17 @@ int rb_tls12_read(struct rb_tls_hs *hs, uint8_t *buf, size_t cap)
         return -ESHUTDOWN;
     }
     return (SSL_get_shutdown(hs->ssl) & SSL_RECEIVED_SHUTDOWN) ? -ECONNRESET : -EPROTO;
+}
+
+int rb_tls12_close(struct rb_tls_hs *hs)
+{
+    if (hs->state != HS_DONE)
+        return -EINVAL;
+    ERR_clear_error();
+    SSL_shutdown(hs->ssl); /* queues our close_notify */
+    ERR_clear_error();
+    hs->state = HS_FAILED; /* nothing more in or out */
+    return 0;
 }
 
 int rb_tls12_write(struct rb_tls_hs *hs, const uint8_t *buf, size_t len)

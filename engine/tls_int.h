@@ -8,9 +8,13 @@
 
 enum rb__tls_counter { RB__TLS_FULL, RB__TLS_RESUMED, RB__TLS_FAILED, RB__TLS_TLS12 };
 
-/* A new server SSL object from the current SSL_CTX (the SSL holds its own reference, so a
- * reload never disturbs it). NULL on allocation failure. */
+/* A new SSL object from the current SSL_CTX (the SSL holds its own reference, so a reload never
+ * disturbs it); a resuming client's carries the newest ticket. NULL on allocation failure. */
 SSL *rb__tls_ctx_new_ssl(struct rb_tls_ctx *ctx);
+bool rb__tls_ctx_is_client(const struct rb_tls_ctx *ctx);
+bool rb__tls_ctx_resumes(const struct rb_tls_ctx *ctx);
+/* tls_hs.c: the client's handshake on ssl received a ticket. */
+void rb__tls_hs_ticket(SSL *ssl);
 void rb__tls_count(struct rb_tls_ctx *ctx, enum rb__tls_counter which);
 
 /* Installed on every SSL_CTX by tls_ctx.c, implemented in tls_hs.c. */

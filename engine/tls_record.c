@@ -25,9 +25,11 @@
  * - Known-answer tests (RFC 8448 section 3) check key derivation and every byte of the example
  *   records; OpenSSL is the peer in tests for every size and split; a libFuzzer target drives the
  *   opener with valid and corrupted records split anywhere (tests/fuzz/fuzz_tls_record.c).
+ * - The client role (ringbeat-load) differs only in the NewSessionTickets it may receive: their
+ *   length is checked and their bytes skipped (they may span records too).
  * Not implemented, on purpose: 0-RTT (early data is never accepted: max_early_data is 0),
  * post-handshake client authentication (never requested), sending tickets after the handshake,
- * record padding on send, TLS 1.3 CCM suites (refused at configuration), the client role.
+ * record padding on send, TLS 1.3 CCM suites (refused at configuration).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,7 +43,10 @@
 
 _Static_assert(sizeof(struct rb_tls_conn) <= 256, "an idle TLS 1.3 connection must fit 256 bytes");
 
-#define HS_KEY_UPDATE           24
+#define HS_NEW_SESSION_TICKET 4
+#define HS_KEY_UPDATE         24
+/* lifetime 4, age_add 4, nonce length 1, ticket length 2 and at least 1 byte, extensions 2 */
+#define NST_MIN_LEN             14
 #define ALERT_ILLEGAL_PARAMETER 47
 /* RFC 8446 5.5: AES-GCM may protect at most 2^24.5 full-size records per key; stop at 2^24. */
 #define GCM_RECORD_LIMIT (1ULL << 24)
@@ -349,21 +354,46 @@ static int fail(struct rb_tls_conn *c, struct rb_tls_scratch *s, struct rb_tls_o
     return err;
 }
 
-/* Post-handshake handshake bytes: only KeyUpdate is legal for a server (no NewSessionTicket from
- * a client, no post-handshake authentication requested). */
+/*
+ * Post-handshake handshake bytes. KeyUpdate is legal both ways; a server gets nothing else (no
+ * NewSessionTicket from a client, no post-handshake authentication requested). A client (the
+ * load generator) also gets the server's NewSessionTickets, which it skips: resumption needs the
+ * SSL object, so a client that wants a ticket takes it in the handshake driver (tls_hs.c) and
+ * only later ones arrive here. While a ticket is skipped, hs_part[0] is its type and
+ * hs_part[1..3] count the bytes of it still to come.
+ */
 static int handshake_bytes(struct rb_tls_conn *c, struct rb_tls_scratch *s, const uint8_t *p,
                            size_t n, struct rb_tls_opened *out)
 {
     if (n == 0) /* RFC 8446 5.1: no zero-length handshake fragments */
         return fail(c, s, out, -EPROTO, RB_TLS_ALERT_UNEXPECTED_MESSAGE);
+    bool client = !(c->flags & RB_TLS_F_SERVER);
     size_t i = 0;
     while (i < n) {
         if (c->hs_len < 4) {
             c->hs_part[c->hs_len++] = p[i++];
-            if (c->hs_len == 1 && c->hs_part[0] != HS_KEY_UPDATE)
+            if (c->hs_len == 1 && c->hs_part[0] != HS_KEY_UPDATE &&
+                !(client && c->hs_part[0] == HS_NEW_SESSION_TICKET))
                 return fail(c, s, out, -EPROTO, RB_TLS_ALERT_UNEXPECTED_MESSAGE);
-            if (c->hs_len == 4 && (c->hs_part[1] | c->hs_part[2] | (c->hs_part[3] ^ 1)) != 0)
+            if (c->hs_len < 4)
+                continue;
+            uint32_t mlen =
+                (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 | c->hs_part[3];
+            if (c->hs_part[0] == HS_KEY_UPDATE ? mlen != 1 : mlen < NST_MIN_LEN)
                 return fail(c, s, out, -EILSEQ, RB_TLS_ALERT_DECODE_ERROR);
+            continue;
+        }
+        if (c->hs_part[0] == HS_NEW_SESSION_TICKET) {
+            uint32_t left =
+                (uint32_t)c->hs_part[1] << 16 | (uint32_t)c->hs_part[2] << 8 | c->hs_part[3];
+            uint32_t take = left < n - i ? left : (uint32_t)(n - i);
+            i += take;
+            left -= take;
+            c->hs_part[1] = (uint8_t)(left >> 16);
+            c->hs_part[2] = (uint8_t)(left >> 8);
+            c->hs_part[3] = (uint8_t)left;
+            if (left == 0)
+                c->hs_len = 0;
             continue;
         }
         uint8_t request = p[i++];

@@ -1,5 +1,6 @@
 /* util.c — small shared helpers: the clock, duration and mode parsing, names, histogram bounds. */
 #include <errno.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
+#include "internal.h" /* (rb__mem_decay) */
 #include "ringbeat.h"
 
 /*
@@ -184,6 +186,27 @@ const char *rb_protocol_name(enum rb_protocol p)
     return "unknown";
 }
 
+const char *rb_transport_name(enum rb_transport t)
+{
+    switch (t) {
+    case RB_TRANSPORT_TCP:
+        return "tcp";
+    case RB_TRANSPORT_TLS:
+        return "tls";
+    }
+    return "unknown";
+}
+
+const char *rb_tls_alert_kind_name(enum rb_tls_alert_kind k)
+{
+    static const char *const names[RB_TLS_ALERT_KINDS] = {"close_notify",      "unexpected_message",
+                                                          "bad_record_mac",    "record_overflow",
+                                                          "handshake_failure", "decode_error",
+                                                          "illegal_parameter", "protocol_version",
+                                                          "internal_error",    "other"};
+    return (unsigned)k < RB_TLS_ALERT_KINDS ? names[k] : "other";
+}
+
 const char *rb_liveness_name(enum rb_liveness l)
 {
     switch (l) {
@@ -195,6 +218,23 @@ const char *rb_liveness_name(enum rb_liveness l)
         return "dead";
     }
     return "unknown";
+}
+
+void rb__mem_decay(void)
+{
+#ifdef RB_HAVE_JEMALLOC
+    /* The thread's cache first (freed objects it still holds keep their pages busy), then the
+     * arena's decay: purging runs only when an arena allocates, so an arena that went quiet
+     * after a burst would keep its dirty pages resident for good. */
+    unsigned arena = 0;
+    size_t len = sizeof(arena);
+    (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    if (mallctl("thread.arena", &arena, &len, NULL, 0) == 0) {
+        char name[48];
+        snprintf(name, sizeof(name), "arena.%u.decay", arena);
+        (void)mallctl(name, NULL, NULL, NULL, 0);
+    }
+#endif
 }
 
 void rb_memory_stats(uint64_t *allocated_bytes, uint64_t *resident_bytes)

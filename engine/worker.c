@@ -80,6 +80,8 @@ int rb__worker_init(struct rb__worker *w, struct rb_engine *e, unsigned index)
     int ret = rb__slab_init(&w->slab, sizeof(struct rb__conn), 4096, 0);
     if (ret < 0)
         return ret;
+    if ((ret = rb__tls_worker_init(w)) < 0)
+        return ret;
     rb__worker_clock(w);
     w->accept_refill_ms = w->ping_refill_ms = w->now_ms64;
     rb__wheel_init(&w->wheel, (uint32_t)(w->now_ms64 / e->cfg.tick_ms));
@@ -96,11 +98,17 @@ void rb__worker_destroy(struct rb__worker *w)
             struct rb__conn_ext *x = c ? c->ext : NULL;
             if (!x)
                 continue;
-            if (x->codec)
+            if (x->codec && c->proxy_pending)
+                free(x->codec); /* a split PROXY header (recv.c) */
+            else if (x->codec)
                 rb__conn_codec(w, c)->release(c, x->codec);
             if (!(c->flags & RB__CF_FLUSHING))
                 free(x->out);
-            free(x);
+            free(x->peer);
+            if (c->tls)
+                rb__tls_release(w, c, RB_CLOSE_SHUTDOWN);
+            else
+                free(x);
         }
         /* Exiting the ring closes every socket still in its table. */
         ring_free(r);
@@ -109,6 +117,7 @@ void rb__worker_destroy(struct rb__worker *w)
         if (w->listen_fd[i] >= 0)
             close(w->listen_fd[i]);
     rb__out_free(w);
+    rb__tls_worker_free(w);
     rb__mbox_free(&w->mbox);
     free(w->rings);
     free(w->gen_counter);

@@ -1179,6 +1179,21 @@ static void test_create_rejects_bad_config(void **state)
     assert_non_null(e);
     rb_engine_destroy(e);
 
+    /* A tls:// listener needs a certificate and its key (loaded at create); none at all: no
+     * TLS to reload. */
+    fx_config(fx, &cfg);
+    cfg.listen[0] = "tls://127.0.0.1:0";
+    e = NULL;
+    assert_int_equal(rb_engine_create(&cfg, &e), -EINVAL);
+    cfg.tls_cert_file = "/nonexistent/cert.pem";
+    cfg.tls_key_file = "/nonexistent/key.pem";
+    assert_int_equal(rb_engine_create(&cfg, &e), -ENOENT);
+    assert_null(e);
+    fx_config(fx, &cfg);
+    assert_int_equal(rb_engine_create(&cfg, &e), 0);
+    assert_int_equal(rb_engine_tls_reload(e), -ENOTSUP);
+    rb_engine_destroy(e);
+
     /* A listen address that does not parse fails at start, not later. */
     fx_config(fx, &cfg);
     cfg.listen[0] = "not-an-address";

@@ -39,6 +39,7 @@ struct options {
     const char *redis_password_file;
     const char *auth_secret_file;
     char node_buf[65];
+    bool tls; /* a tls:// listener: SIGHUP also reloads the certificate */
 };
 
 static const char usage_text[] =
@@ -47,7 +48,8 @@ static const char usage_text[] =
     "\n"
     "  --listen [SCHEME://]ADDR:PORT  listen here (repeatable, up to 16; default 0.0.0.0:7600;\n"
     "                         [v6]:PORT for IPv6, :PORT for all IPv4; port 0 picks a free one;\n"
-    "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket)\n"
+    "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket, tls://\n"
+    "                         v1 over TLS, wss:// WebSocket over TLS)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
     "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
@@ -73,8 +75,18 @@ static const char usage_text[] =
     "                         (default: any path)\n"
     "  --ws-origin ORIGIN     allow this Origin on WebSocket listeners (repeatable, up to 16;\n"
     "                         default: any); others get 403\n"
-    "  --handshake-timeout D  close an opening handshake (WebSocket upgrade) not complete by\n"
-    "                         then (default: the heartbeat timeout)\n"
+    "  --tls-cert FILE        certificate chain (PEM, leaf first) for tls:// listeners\n"
+    "  --tls-key FILE         its private key (PEM); SIGHUP reloads both for new connections\n"
+    "  --tls-min-version V    1.3 (default) or 1.2 (TLS 1.2 keeps OpenSSL's ~15 KB per "
+    "connection)\n"
+    "  --tls-ciphers LIST     TLS 1.2 cipher list, OpenSSL syntax\n"
+    "  --tls-ciphersuites L   TLS 1.3 suites, OpenSSL syntax (AES-GCM and ChaCha20-Poly1305 only)\n"
+    "  --tls-no-tickets       no session tickets (every reconnect is a full handshake)\n"
+    "  --tls-ticket-rotate D  ticket key period; a ticket lives 1-2 periods (default 1h)\n"
+    "  --tls-handshake-budget N  new TLS handshakes per worker per loop turn, 0: no bound\n"
+    "                         (default 8): a reconnect storm cannot delay heartbeats\n"
+    "  --handshake-timeout D  close an opening handshake (TLS, WebSocket upgrade) not done by\n"
+    "                         then (default 5s, or the heartbeat timeout when shorter)\n"
     "  --metrics ADDR:PORT    serve Prometheus metrics on GET /metrics\n"
     "  --redis URL            publish presence to Redis and read this node's inbox:\n"
     "                         redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] (docs/presence.md)\n"
@@ -99,7 +111,8 @@ static const char usage_text[] =
     "\n"
     "Durations take a us, ms, s, m or h suffix; a bare number is milliseconds.\n"
     "Sizes (BYTES) take an optional k, m or g suffix (powers of 1024).\n"
-    "Signals: SIGTERM/SIGINT drain and exit, SIGUSR1 logs a stats line, SIGHUP reopens the log.\n"
+    "Signals: SIGTERM/SIGINT drain and exit, SIGUSR1 logs a stats line, SIGHUP reopens the log\n"
+    "and reloads --tls-cert/--tls-key.\n"
     "Exit status: 0 clean shutdown, 1 runtime failure (e.g. cannot bind), 2 bad command line.\n";
 
 enum {
@@ -142,6 +155,15 @@ enum {
     OPT_PROXY_FROM,
     OPT_WS_PATH,
     OPT_WS_ORIGIN,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_MIN_VERSION,
+    OPT_TLS_CIPHERS,
+    OPT_TLS_CIPHERSUITES,
+    OPT_TLS_NO_TICKETS,
+    OPT_TLS_TICKET_ROTATE,
+    OPT_TLS_HANDSHAKE_BUDGET,
+    OPT_TLS_KEEP_SSL,
     OPT_HANDSHAKE_TIMEOUT,
 };
 
@@ -185,6 +207,16 @@ static const struct option long_options[] = {
     {"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
     {"ws-path", required_argument, NULL, OPT_WS_PATH},
     {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-min-version", required_argument, NULL, OPT_TLS_MIN_VERSION},
+    {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
+    {"tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES},
+    {"tls-no-tickets", no_argument, NULL, OPT_TLS_NO_TICKETS},
+    {"tls-ticket-rotate", required_argument, NULL, OPT_TLS_TICKET_ROTATE},
+    {"tls-handshake-budget", required_argument, NULL, OPT_TLS_HANDSHAKE_BUDGET},
+    /* Benchmarks only (not in --help): TLS 1.3 keeps OpenSSL's SSL object, to measure it. */
+    {"tls-keep-ssl", no_argument, NULL, OPT_TLS_KEEP_SSL},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
@@ -289,6 +321,7 @@ static void parse_args(int argc, char **argv, struct options *o)
     o->log_level = RB_LOG_INFO;
     o->log_format = RB_LOG_TEXT;
     o->stats_interval_ms = 10000;
+    o->tls = false;
     o->timeout_given = false;
     o->min_interval_given = false;
     o->max_interval_given = false;
@@ -317,6 +350,7 @@ static void parse_args(int argc, char **argv, struct options *o)
                             "[::1]:7600)",
                             optarg);
             c->listen[c->listen_count++] = optarg;
+            o->tls |= la.transport == RB_TRANSPORT_TLS;
             break;
         }
         case OPT_WORKERS:
@@ -487,6 +521,41 @@ static void parse_args(int argc, char **argv, struct options *o)
                 usage_error("--ws-origin: '%s' is not an origin like https://example.com", optarg);
             c->ws_origin[c->ws_origin_count++] = optarg;
             break;
+        case OPT_TLS_CERT:
+        case OPT_TLS_KEY:
+            if (optarg[0] == '\0' || access(optarg, R_OK) != 0)
+                usage_error("%s: cannot read '%s'", flag, optarg);
+            *(opt == OPT_TLS_CERT ? &c->tls_cert_file : &c->tls_key_file) = optarg;
+            break;
+        case OPT_TLS_MIN_VERSION:
+            if (strcmp(optarg, "1.2") != 0 && strcmp(optarg, "1.3") != 0)
+                usage_error("--tls-min-version: '%s' is not 1.2 or 1.3", optarg);
+            c->tls_allow_12 = strcmp(optarg, "1.2") == 0;
+            break;
+        case OPT_TLS_CIPHERS:
+            c->tls_ciphers = optarg; /* checked by OpenSSL when the engine is created */
+            break;
+        case OPT_TLS_CIPHERSUITES:
+            c->tls_ciphersuites = optarg;
+            break;
+        case OPT_TLS_NO_TICKETS:
+            c->tls_no_tickets = true;
+            break;
+        case OPT_TLS_TICKET_ROTATE: {
+            uint32_t ms = parse_duration_ms("--tls-ticket-rotate", optarg, 1000, 7 * day_ms);
+            if (ms % 1000 != 0)
+                usage_error("--tls-ticket-rotate: '%s' is not a whole number of seconds", optarg);
+            c->tls_ticket_rotate_s = ms / 1000;
+            break;
+        }
+        case OPT_TLS_HANDSHAKE_BUDGET: {
+            uint64_t n = parse_uint("--tls-handshake-budget", optarg, 0, 1000000);
+            c->tls_handshake_budget = n ? (uint32_t)n : UINT32_MAX;
+            break;
+        }
+        case OPT_TLS_KEEP_SSL:
+            c->tls_keep_ssl = true;
+            break;
         case OPT_HANDSHAKE_TIMEOUT:
             c->handshake_timeout_ms = parse_duration_ms("--handshake-timeout", optarg, 1, hour_ms);
             break;
@@ -547,6 +616,8 @@ static void parse_args(int argc, char **argv, struct options *o)
     if (c->tick_ms >= c->min_interval_ms)
         usage_error("--tick (%ums) must be shorter than --min-interval and --interval (%ums)",
                     c->tick_ms, c->min_interval_ms);
+    if (o->tls && (!c->tls_cert_file || !c->tls_key_file))
+        usage_error("a tls:// listener needs --tls-cert and --tls-key");
     /* Room for one largest DATA frame and a CLOSE with the longest reason (4 + 2 + 123 bytes). */
     uint64_t pending_min = (uint64_t)c->max_frame + 4 + 4 + 2 + 123;
     if (c->max_pending_out < pending_min)
@@ -581,7 +652,7 @@ static double hist_quantile(const struct rb_hist *h, const uint32_t *bounds, dou
     return bounds[RB_HIST_BUCKETS - 2];
 }
 
-static void log_stats(struct rb_engine *e, const char *event)
+static void log_stats(struct rb_engine *e, const char *event, bool tls)
 {
     static const int reasons[] = {
         RB_CLOSE_NORMAL,       RB_CLOSE_TIMEOUT,     RB_CLOSE_PROTOCOL,    RB_CLOSE_FULL,
@@ -619,6 +690,11 @@ static void log_stats(struct rb_engine *e, const char *event)
     for (int p = 0; p < RB_PROTOCOL_MAX; p++)
         hb_in += s.proto[p].pings_in + s.proto[p].pongs_in;
     APPEND(" heartbeats_in=%" PRIu64 " ws_conns=%" PRIu64, hb_in, s.proto[RB_PROTOCOL_WS].conns);
+    if (tls)
+        APPEND(" tls_conns=%" PRIu64 " tls_handshaking=%" PRIu64 " tls_full=%" PRIu64
+               " tls_resumed=%" PRIu64 " tls_failed=%" PRIu64,
+               s.tls.conns, s.tls.handshaking, s.tls.full, s.tls.resumed,
+               s.tls.failed + s.tls.timeouts);
     double rtt = hist_quantile(&s.rtt_us, rb_rtt_bounds_us, 0.99);
     if (rtt >= 0)
         APPEND(" rtt_p99_us=%.0f", rtt);
@@ -881,7 +957,7 @@ int main(int argc, char **argv)
             break;
         }
         if (now >= next_stats) {
-            log_stats(e, "stats");
+            log_stats(e, "stats", o.tls);
             next_stats = now + o.stats_interval_ms;
         }
         if (now >= next_ping) {
@@ -929,7 +1005,7 @@ int main(int argc, char **argv)
             stop_sig = sig;
             break;
         case SIGUSR1:
-            log_stats(e, "stats");
+            log_stats(e, "stats", o.tls);
             break;
         case SIGHUP:
             if (o.auth_secret_file) {
@@ -954,6 +1030,17 @@ int main(int argc, char **argv)
             else
                 rb_log(RB_LOG_INFO, "log_reopened", "path=%s",
                        o.log_file != NULL ? o.log_file : "stderr");
+            if (o.tls) {
+                /* New handshakes get the new certificate; no connection is dropped. */
+                rc = rb_engine_tls_reload(e);
+                if (rc < 0)
+                    rb_log(RB_LOG_ERROR, "tls_reload_failed",
+                           "cert=%s key=%s err=\"%s\" action=kept_old", o.cfg.tls_cert_file,
+                           o.cfg.tls_key_file, strerror(-rc));
+                else
+                    rb_log(RB_LOG_INFO, "tls_reloaded", "cert=%s key=%s", o.cfg.tls_cert_file,
+                           o.cfg.tls_key_file);
+            }
             break;
         default:
             break;
@@ -969,7 +1056,7 @@ int main(int argc, char **argv)
     rc = rb_engine_wait(e);
     if (rc == 0)
         rc = worker_err;
-    log_stats(e, "final_stats");
+    log_stats(e, "final_stats", o.tls);
     if (metrics != NULL)
         rb_metrics_stop(metrics);
     if (presence) {

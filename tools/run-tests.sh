@@ -22,7 +22,7 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   -DRINGBEAT_TSAN=ON -DRINGBEAT_BENCH=OFF
 echo "== libFuzzer (clang, ASan+UBSan): every parser of network bytes =="
 fuzz_s=${RINGBEAT_FUZZ_SECONDS:-20}
-fuzz_targets="frame hello ws_frame ws_http tls_record proxy token client"
+fuzz_targets="frame hello ws_frame ws_http tls_record tls_hs proxy token client"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DRINGBEAT_FUZZ=ON -DRINGBEAT_BENCH=OFF \
   -DRINGBEAT_TESTS=OFF >/dev/null
 # shellcheck disable=SC2086

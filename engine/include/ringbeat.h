@@ -40,6 +40,12 @@ enum rb_protocol {
 };
 #define RB_PROTOCOL_MAX 4 /* array bound for per-protocol counters */
 
+/* What carries a listener's protocol (docs/tls.md); the scheme names both (tls://: v1 over TLS). */
+enum rb_transport {
+    RB_TRANSPORT_TCP = 0, /* the protocol's bytes straight on the socket */
+    RB_TRANSPORT_TLS = 1, /* TLS 1.3 (1.2 with rb_config.tls_allow_12), handshake on the loop */
+};
+
 /* What a message is: WebSocket's binary and text opcodes; v1 DATA is binary. */
 enum rb_data_kind {
     RB_DATA_BINARY = 0,
@@ -176,7 +182,22 @@ struct rb_config {
     const char *ws_path;                     /* the one path served (NULL: any); others: 404 */
     const char *ws_origin[RB_WS_ORIGIN_MAX]; /* Origins allowed (none: any); others: 403 */
     unsigned ws_origin_count;
-    uint32_t handshake_timeout_ms; /* an upgrade not complete by then is closed (0: timeout_ms) */
+    /* TLS listeners (tls://, docs/tls.md); the strings must outlive the engine. */
+    const char *tls_cert_file;     /* PEM: leaf first, then the chain */
+    const char *tls_key_file;      /* PEM private key */
+    bool tls_allow_12;             /* --tls-min-version 1.2 (default: TLS 1.3 only) */
+    const char *tls_ciphers;       /* TLS 1.2 cipher list, OpenSSL syntax (NULL: its default) */
+    const char *tls_ciphersuites;  /* TLS 1.3 suites, OpenSSL syntax (NULL: the AES-GCM and
+                                      ChaCha20-Poly1305 three, the only ones allowed) */
+    bool tls_no_tickets;           /* no session tickets, so no resumption */
+    uint32_t tls_ticket_rotate_s;  /* ticket key period (0: 3600); a ticket lives 1-2 periods */
+    uint32_t tls_handshake_budget; /* ClientHellos a worker handles per loop turn; a later
+                                      handshake record counts a quarter (0: 8; UINT32_MAX: no
+                                      bound) */
+    bool tls_keep_ssl;             /* benchmarks only: TLS 1.3 keeps OpenSSL's SSL object too */
+    uint32_t handshake_timeout_ms; /* an opening handshake (TLS, WebSocket upgrade) not
+                                      complete by then is closed (0: 5 s or timeout_ms,
+                                      whichever is shorter) */
 };
 
 /* Fills cfg with the defaults listed above. */
@@ -204,6 +225,33 @@ struct rb_proto_stats {
     uint64_t closed[RB_CLOSE_REASON_MAX];
 };
 
+/* The TLS transport's counters (connections are also counted under their protocol). */
+enum rb_tls_alert_kind {
+    RB_TLS_ALERT_KIND_CLOSE_NOTIFY,
+    RB_TLS_ALERT_KIND_UNEXPECTED_MESSAGE,
+    RB_TLS_ALERT_KIND_BAD_RECORD_MAC,
+    RB_TLS_ALERT_KIND_RECORD_OVERFLOW,
+    RB_TLS_ALERT_KIND_HANDSHAKE_FAILURE,
+    RB_TLS_ALERT_KIND_DECODE_ERROR,
+    RB_TLS_ALERT_KIND_ILLEGAL_PARAMETER,
+    RB_TLS_ALERT_KIND_PROTOCOL_VERSION,
+    RB_TLS_ALERT_KIND_INTERNAL_ERROR,
+    RB_TLS_ALERT_KIND_OTHER,
+    RB_TLS_ALERT_KINDS
+};
+struct rb_tls_stats {
+    uint64_t conns;                     /* open now, handshake done */
+    uint64_t handshaking;               /* open now, handshake in progress */
+    uint64_t ssl_kept;                  /* open now, served by an OpenSSL SSL object (TLS 1.2) */
+    uint64_t full, resumed;             /* handshakes completed */
+    uint64_t failed, timeouts, aborted; /* handshakes ended otherwise (aborted: peer gone) */
+    uint64_t budget_exhausted;          /* turns that left handshake work for the next */
+    uint64_t key_updates_in, key_updates_out;
+    uint64_t alerts_in;                      /* fatal alerts from peers */
+    uint64_t alerts_out[RB_TLS_ALERT_KINDS]; /* alerts sent, close_notify included */
+    uint64_t reloads, rotations;             /* engine-wide: rb_engine_stats only */
+};
+
 struct rb_stats {
     uint64_t conns;           /* open now */
     uint64_t by_liveness[3];  /* open now, by enum rb_liveness (dead ones are closing) */
@@ -227,6 +275,7 @@ struct rb_stats {
     struct rb_hist rtt_us;      /* server-initiated PING to PONG */
     struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
     struct rb_proto_stats proto[RB_PROTOCOL_MAX];
+    struct rb_tls_stats tls;
     unsigned workers, rings;
 };
 
@@ -244,6 +293,11 @@ void rb_engine_destroy(struct rb_engine *e);
 
 /* The port listener i is bound to (useful with port 0); 0 if there is no such listener. */
 uint16_t rb_engine_port(const struct rb_engine *e, unsigned listener);
+
+/* Re-reads tls_cert_file and tls_key_file for handshakes that start afterwards; connections up or
+ * handshaking keep theirs, ticket keys stay. Any thread. -ENOTSUP without a TLS listener; on a
+ * file error (-ENOENT, -EIO, -EKEYREJECTED) the old certificate stays. */
+int rb_engine_tls_reload(struct rb_engine *e);
 
 /*
  * Sends a binary message to connection id (v1 DATA, WebSocket binary frame). On the owning worker
@@ -285,6 +339,8 @@ const char *rb_close_code_name(int code);
 const char *rb_mode_name(enum rb_mode mode);
 const char *rb_liveness_name(enum rb_liveness l);
 const char *rb_protocol_name(enum rb_protocol p);
+const char *rb_transport_name(enum rb_transport t);
+const char *rb_tls_alert_kind_name(enum rb_tls_alert_kind k);
 
 /* ---- The one clock and the one parser of each kind, shared by the engine and its tools. ---- */
 
@@ -340,9 +396,12 @@ int rb_auth_mint(const struct rb_auth *a, const void *client_id, size_t id_len,
                  uint64_t expiry_unix_s, char *out, size_t cap);
 const char *rb_auth_result_name(enum rb_auth_result r);
 
-/* A listener: the protocol its scheme names ("ws://"; none: v1) and its address. */
+/* A listener: the protocol and transport its scheme names ("ws://", "tls://", "wss://"; none: v1
+ * over TCP) and its
+ * address. */
 struct rb_listen_addr {
     enum rb_protocol protocol;
+    enum rb_transport transport;
     struct sockaddr_storage addr;
     socklen_t addr_len;
 };

@@ -18,9 +18,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *   op % 4 == 1: append the next L raw bytes (headers, garbage, truncation);
  *   op % 4 == 2: the peer's KeyUpdate (update_requested when op & 4);
  *   op % 4 == 3: seal as in 0, then flip one byte of the record (position = next byte).
- * The stream is opened twice: cut at points taken from the input, and whole. Both must give
- * the same events; every reply must be readable by the peer; data is checked against an
- * independent reading of the inner plaintext while the stream has only well-formed records.
+ * The stream is opened twice through the engine's own collector (tls_feed.c: records opened in
+ * place where they lie, split ones in a part): cut at points taken from the input, and whole.
+ * Both must give the same events; every reply must be readable by the peer; data is checked
+ * against an independent reading of the inner plaintext while the stream has only well-formed
+ * records.
  */
 
 #define MAX_STREAM (1 << 18)
@@ -34,15 +36,14 @@ struct event {
 
 struct run {
     struct rb_tls_conn srv, peer;
-    uint8_t part[RB_TLS_MAX_RECORD];
-    size_t have, need;
+    struct rb_tls_part *part;
     struct event ev[MAX_EVENTS];
     int n_ev;
     int dead;
 };
 
 static struct rb_tls_scratch *S;
-static uint8_t STREAM[MAX_STREAM];
+static uint8_t STREAM[MAX_STREAM], STREAM_B[MAX_STREAM]; /* opened in place: one copy per run */
 static uint8_t REC[RB_TLS_MAX_RECORD + 64];
 
 struct expect {
@@ -77,14 +78,17 @@ static void event(struct run *r, int rc, int alert, const uint8_t *p, size_t n)
         r->ev[r->n_ev++] = (struct event){rc, alert, n, p ? sum(p, n) : 0};
 }
 
-static void open_one(struct run *r)
+static int open_one(void *ctx, uint8_t *rec, size_t len)
 {
+    struct run *r = ctx;
     struct rb_tls_opened o;
-    int rc = rb_tls_open(&r->srv, S, r->part, r->need, &o);
+    FUZZ_CHECK(len >= RB_TLS_HDR_LEN && len <= RB_TLS_MAX_RECORD &&
+               rb_tls_record_len(rec) == (int)len);
+    int rc = rb_tls_open(&r->srv, S, rec, len, &o);
     FUZZ_CHECK(o.reply_len <= RB_TLS_REPLY_MAX);
     if (rc == RB_TLS_DATA) {
         FUZZ_CHECK(o.len <= RB_TLS_MAX_PLAIN);
-        FUZZ_CHECK(o.data == r->part + RB_TLS_HDR_LEN);
+        FUZZ_CHECK(o.data == rec + RB_TLS_HDR_LEN);
     }
     event(r, rc, o.alert, rc == RB_TLS_DATA ? o.data : NULL, o.len);
     if (o.reply_len) { /* the peer must be able to read what we answered */
@@ -100,40 +104,27 @@ static void open_one(struct run *r)
     if (rc < 0 && rc != -EINVAL) {
         r->dead = 1;
         struct rb_tls_opened again;
-        FUZZ_CHECK(rb_tls_open(&r->srv, S, r->part, r->need, &again) == -EPIPE);
+        FUZZ_CHECK(rb_tls_open(&r->srv, S, rec, len, &again) == -EPIPE);
     }
     if (rc == RB_TLS_CLOSED)
         r->dead = 1;
+    return r->dead;
 }
 
-/* What a transport does: keep one incomplete record, open each whole one. */
-static void feed(struct run *r, const uint8_t *p, size_t n)
+/* What the transport does (transport_tls.c): the collector, then each whole record opened. */
+static void feed(struct run *r, uint8_t *p, size_t n)
 {
-    while (n > 0 && !r->dead) {
-        if (r->have < RB_TLS_HDR_LEN) {
-            size_t t = RB_TLS_HDR_LEN - r->have < n ? RB_TLS_HDR_LEN - r->have : n;
-            memcpy(r->part + r->have, p, t);
-            r->have += t, p += t, n -= t;
-            if (r->have < RB_TLS_HDR_LEN)
-                return;
-            int len = rb_tls_record_len(r->part);
-            if (len < 0) {
-                FUZZ_CHECK(len == -EMSGSIZE || len == -EPROTO);
-                event(r, len, 0, NULL, 0);
-                r->dead = 1;
-                return;
-            }
-            FUZZ_CHECK(len >= RB_TLS_HDR_LEN && len <= RB_TLS_MAX_RECORD);
-            r->need = (size_t)len;
-        }
-        size_t t = r->need - r->have < n ? r->need - r->have : n;
-        memcpy(r->part + r->have, p, t);
-        r->have += t, p += t, n -= t;
-        if (r->have == r->need) {
-            open_one(r);
-            r->have = 0;
-        }
+    if (r->dead)
+        return;
+    const struct rb_tls_rx rx = {.part = &r->part, .record = open_one, .ctx = r};
+    int rc = rb_tls_feed(&rx, p, n);
+    FUZZ_CHECK(rc == 0 || rc == 1 || rc == -EMSGSIZE || rc == -EPROTO);
+    FUZZ_CHECK(rc != 1 || r->dead);
+    if (rc < 0) {
+        event(r, rc, 0, NULL, 0);
+        r->dead = 1;
     }
+    FUZZ_CHECK(rc < 0 || !r->part || r->part->have < r->part->cap);
 }
 
 static struct run A, B;
@@ -202,9 +193,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     A.srv = srv0, B.srv = srv0;
     keys(suite, &srv0, &peer_b); /* fresh peer views to read our replies */
     A.peer = peer_b, B.peer = peer_b;
-    A.have = B.have = 0;
+    free(A.part);
+    free(B.part);
+    A.part = B.part = NULL;
     A.n_ev = B.n_ev = 0;
     A.dead = B.dead = 0;
+    memcpy(STREAM_B, STREAM, slen);
     size_t off = 0, k = 0;
     while (off < slen) {
         size_t cut = 1 + (size > 1 ? data[1 + k++ % (size - 1)] : 0) * 3;
@@ -213,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         feed(&A, STREAM + off, cut);
         off += cut;
     }
-    feed(&B, STREAM, slen);
+    feed(&B, STREAM_B, slen);
     FUZZ_CHECK(A.n_ev == B.n_ev);
     for (int e = 0; e < A.n_ev; e++)
         FUZZ_CHECK(A.ev[e].rc == B.ev[e].rc && A.ev[e].alert == B.ev[e].alert &&
@@ -228,9 +222,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(B.ev[at].rc == RB_TLS_DATA && B.ev[at].len == EXP[e].len &&
                    B.ev[at].sum == EXP[e].sum);
     }
-    FUZZ_CHECK(rb_tls_at_eof(&B.srv, B.have) == 0 ||
-               rb_tls_at_eof(&B.srv, B.have) == -ECONNABORTED);
+    size_t left = rb_tls_part_bytes(B.part);
+    FUZZ_CHECK(rb_tls_at_eof(&B.srv, left) == 0 || rb_tls_at_eof(&B.srv, left) == -ECONNABORTED);
     rb_tls_conn_wipe(&A.srv);
     rb_tls_conn_wipe(&B.srv);
+    free(A.part);
+    free(B.part);
+    A.part = B.part = NULL;
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "load_ws.h"
+#include "load_tls.h"
 #include "proto.h"
 #include "ringbeat.h"
 
@@ -150,6 +151,7 @@ struct lring {
     uint32_t close_cursor;
     struct __kernel_timespec connect_ts;
     uint64_t rng;
+    struct ltls_ring *tls; /* --tls: per-slot TLS state (load_tls.c) */
 };
 
 struct load;
@@ -180,7 +182,8 @@ struct load {
     int phase;      /* atomic enum phase */
     uint64_t interval_us;
     uint32_t slots_per_ring;
-    bool linger_cmd; /* SO_LINGER / TCP_NODELAY via IORING_OP_URING_CMD */
+    bool linger_cmd;        /* SO_LINGER / TCP_NODELAY via IORING_OP_URING_CMD */
+    struct rb_tls_ctx *tls; /* --tls: the client context shared by all rings */
     struct lworker *w;
 };
 
@@ -279,8 +282,8 @@ static uint8_t *tx_alloc(struct lworker *w, struct lring *r, uint32_t len)
     return p;
 }
 
-static int send_bytes(struct lworker *w, struct lring *r, uint32_t slot, const uint8_t *frame,
-                      uint32_t len, uint64_t now)
+static int send_wire(struct lworker *w, struct lring *r, uint32_t slot, const uint8_t *frame,
+                     uint32_t len, uint64_t now)
 {
     struct lconn *c = &r->c[slot];
     if (ring_reserve(w, r, 1) < 0)
@@ -295,6 +298,21 @@ static int send_bytes(struct lworker *w, struct lring *r, uint32_t slot, const u
     sqe->user_data = ud_make(OP_SEND, c->gen, slot);
     c->last_sent_us = now;
     return 0;
+}
+
+/* A frame: with --tls sealed in a record first (-EAGAIN while the handshake runs). */
+static int send_bytes(struct lworker *w, struct lring *r, uint32_t slot, const uint8_t *frame,
+                      uint32_t len, uint64_t now)
+{
+    uint8_t rec[TX_FRAME_MAX + 32];
+    if (r->tls) {
+        int n = ltls_seal(r->tls, slot, frame, len, rec, sizeof(rec));
+        if (n < 0)
+            return n;
+        frame = rec;
+        len = (uint32_t)n;
+    }
+    return send_wire(w, r, slot, frame, len, now);
 }
 
 /*
@@ -440,6 +458,10 @@ static void begin_close(struct lworker *w, struct lring *r, uint32_t slot, bool 
         uint8_t f[LWS_FRAME_MAX];
         uint32_t n = put_close(w->L->cfg, f, RB_CLOSE_NORMAL);
         send_bytes(w, r, slot, f, n, now);
+        uint8_t cn[32];
+        int k = r->tls ? ltls_close_notify(r->tls, slot, cn) : 0;
+        if (k > 0)
+            send_wire(w, r, slot, cn, (uint32_t)k, now);
     }
     if (ring_reserve(w, r, 3) < 0) {
         /* cannot happen after a successful flush of an empty SQ; keep the slot closing */
@@ -515,6 +537,8 @@ static void finish_close(struct lworker *w, struct lring *r, uint32_t slot, uint
     c->gen++;
     c->flags &= (uint8_t)~CF_LIFETIME;
     rx_reset(c);
+    if (r->tls)
+        ltls_reset(r->tls, slot);
     int phase = LD(&w->L->phase);
     if (cfg->reconnect && phase == PH_RUN && !(c->flags & CF_SILENT) && r->heap) {
         uint64_t d = BACKOFF_BASE_US << (c->attempts < 16 ? c->attempts : 16);
@@ -758,6 +782,62 @@ static void send_hello(struct lworker *w, struct lring *r, uint32_t slot, uint64
     send_bytes(w, r, slot, f, n, now);
 }
 
+/* ---- --tls: the transport under v1 (load_tls.c) ---- */
+
+struct tls_cb {
+    struct lworker *w;
+    struct lring *r;
+    uint32_t slot;
+    uint64_t now;
+};
+
+static int tls_wire(void *x, const uint8_t *p, size_t n)
+{
+    struct tls_cb *t = x;
+    return send_wire(t->w, t->r, t->slot, p, (uint32_t)n, t->now);
+}
+
+static int tls_plain(void *x, uint8_t *p, size_t n)
+{
+    struct tls_cb *t = x;
+    feed(t->w, t->r, t->slot, p, (uint32_t)n, t->now);
+    uint8_t st = t->r->c[t->slot].state;
+    return st == CS_UP || st == CS_HELLO ? 0 : 1;
+}
+
+static void tls_up(void *x)
+{
+    struct tls_cb *t = x;
+    send_hello(t->w, t->r, t->slot, t->now);
+}
+
+/* Received bytes: straight to the v1 decoder, or through TLS first. */
+static void rx_bytes(struct lworker *w, struct lring *r, uint32_t slot, uint8_t *d, uint32_t len,
+                     uint64_t now)
+{
+    if (!r->tls) {
+        feed(w, r, slot, d, len, now);
+        return;
+    }
+    struct tls_cb t = {.w = w, .r = r, .slot = slot, .now = now};
+    const struct ltls_io io = {.ctx = &t, .wire = tls_wire, .plain = tls_plain, .up = tls_up};
+    switch (ltls_input(r->tls, slot, d, len, &io)) {
+    case LTLS_OK:
+    case LTLS_STOPPED:
+        return;
+    case LTLS_CLOSED:
+        peer_closed(w, r, slot, 0, true, now);
+        return;
+    case LTLS_HS_FAILED:
+        CADD(w, connect_failures, 1);
+        begin_close(w, r, slot, false, false, now);
+        return;
+    default:
+        protocol_error(w, r, slot, now);
+        return;
+    }
+}
+
 static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -772,7 +852,7 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
         uint8_t *buf = r->bufs + (size_t)bid * w->L->cfg->buffer_size;
         if (slot < r->nslots && r->c[slot].gen == gen && res > 0 &&
             (r->c[slot].state == CS_UP || r->c[slot].state == CS_HELLO))
-            feed(w, r, slot, buf, (uint32_t)res, now_us(w->L));
+            rx_bytes(w, r, slot, buf, (uint32_t)res, now_us(w->L));
         io_uring_buf_ring_add(r->br, buf, w->L->cfg->buffer_size, (unsigned short)bid,
                               io_uring_buf_ring_mask(w->L->cfg->buffers), 0);
         io_uring_buf_ring_advance(r->br, 1);
@@ -809,7 +889,17 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
         c->state = CS_HELLO;
         c->t_us = now;
         rx_reset(c);
-        send_hello(w, r, slot, now);
+        if (r->tls) { /* the ClientHello now, the HELLO once the handshake is done */
+            struct tls_cb t = {.w = w, .r = r, .slot = slot, .now = now};
+            const struct ltls_io io = {.ctx = &t, .wire = tls_wire};
+            if (ltls_start(r->tls, slot, &io) < 0) {
+                CADD(w, connect_failures, 1);
+                begin_close(w, r, slot, false, false, now);
+                return;
+            }
+        } else {
+            send_hello(w, r, slot, now);
+        }
         arm_recv(w, r, slot);
         return;
     case OP_SEND:
@@ -1149,6 +1239,8 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
         r->order[k] = t;
     }
     r->ridx = ridx;
+    if (L->tls && (ret = ltls_ring_new(L->tls, r->nslots, &r->tls)) < 0)
+        return ret;
     r->connect_ts.tv_sec = (long long)(cfg->connect_timeout_us / 1000000);
     r->connect_ts.tv_nsec = (long long)(cfg->connect_timeout_us % 1000000) * 1000;
     return 0;
@@ -1170,6 +1262,7 @@ static void ring_teardown(struct lring *r)
     free(r->rearm);
     free(r->tx);
     free(r->heap);
+    ltls_ring_free(r->tls);
 }
 
 /* Is SO_LINGER through IORING_OP_URING_CMD available (kernel 6.7+)? */
@@ -1293,6 +1386,11 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         return -EMFILE;
     L.slots_per_ring = spr;
     L.linger_cmd = probe_setsockopt_cmd();
+    if (cfg->tls) {
+        int tr = ltls_global_init(cfg->tls_resume, cfg->tls_ciphersuites, &L.tls);
+        if (tr < 0)
+            return tr;
+    }
     res->setsockopt_cmd = L.linger_cmd;
 
     L.w = calloc(cfg->workers, sizeof(*L.w));
@@ -1302,6 +1400,7 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         free(L.w);
         free(h_prev);
         free(h_cur);
+        ltls_global_free(L.tls);
         return -ENOMEM;
     }
     L.t0_ns = rb_clock_ns();
@@ -1426,6 +1525,10 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         free(w->rings);
         if (w->efd >= 0)
             close(w->efd);
+    }
+    if (L.tls) {
+        ltls_counts(L.tls, &res->tls_full, &res->tls_resumed, &res->tls_failed);
+        ltls_global_free(L.tls);
     }
     free(L.w);
     free(h_prev);

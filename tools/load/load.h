@@ -35,7 +35,10 @@ struct load_cfg {
     bool close_frame;    /* send CLOSE(1) before closing at the end */
     uint8_t protocol;    /* enum rb_protocol: v1, or WebSocket (tools/load/load_ws.c) */
     const char *ws_path; /* WebSocket: the request path (NULL: "/") */
-    bool quiet;          /* no live line */
+    bool tls;            /* over TLS 1.3 (load_tls.c) */
+    bool tls_resume;     /* offer the newest session ticket: resumed handshakes */
+    const char *tls_ciphersuites;
+    bool quiet; /* no live line */
     uint64_t seed;
     uint8_t client_ids;         /* enum load_client_ids */
     const struct rb_auth *auth; /* mint a token for each HELLO (NULL: none) */
@@ -77,6 +80,7 @@ struct load_result {
     uint64_t slots_per_ring;
     uint64_t rss_kb, rss_peak_kb;
     bool setsockopt_cmd; /* SO_LINGER via IORING_OP_URING_CMD was available */
+    uint64_t tls_full, tls_resumed, tls_failed; /* --tls: handshakes, as the client saw them */
 };
 
 /* Runs the whole bounded experiment; 0 or -errno (setup failures). */

@@ -38,6 +38,10 @@ static const char usage[] =
     "  --buffers N            provided receive buffers per ring, power of two (4096)\n"
     "  --buffer-size N        bytes per receive buffer (128)\n"
     "  --no-close-frame       at the end close without sending CLOSE(1)\n"
+    "  --tls                  v1 over TLS 1.3 (the server's tls:// listener; no certificate "
+    "check)\n"
+    "  --tls-resume           offer the newest session ticket: resumed handshakes (with --tls)\n"
+    "  --tls-ciphersuites L   TLS 1.3 suites to offer, OpenSSL syntax (with --tls)\n"
     "  --seed N               seed for phases, jitter and uuid client ids (1)\n"
     "  --client-ids short|uuid|none  HELLO client ids: load-N, 36-byte UUID-shaped, none "
     "(short)\n"
@@ -218,6 +222,10 @@ static int write_json(const char *path, const struct load_cfg *cfg, const struct
     fprintf(f, "  \"slots_per_ring\": %llu,\n", (unsigned long long)r->slots_per_ring);
     fprintf(f, "  \"rss_kb\": %llu,\n", (unsigned long long)r->rss_kb);
     fprintf(f, "  \"rss_peak_kb\": %llu,\n", (unsigned long long)r->rss_peak_kb);
+    if (cfg->tls)
+        fprintf(f, "  \"tls_handshakes\": {\"full\": %llu, \"resumed\": %llu, \"failed\": %llu},\n",
+                (unsigned long long)r->tls_full, (unsigned long long)r->tls_resumed,
+                (unsigned long long)r->tls_failed);
     fprintf(f, "  \"ramp_s\": %.3f,\n", r->ramp_s);
     fprintf(f, "  \"duration_s\": %.3f\n", r->duration_s);
     fprintf(f, "}\n");
@@ -272,6 +280,10 @@ static void print_summary(const struct load_cfg *cfg, const struct load_result *
     if (cfg->reset_pct > 0)
         printf("resets %llu (%s)\n", (unsigned long long)c->resets,
                r->setsockopt_cmd ? "RST via SO_LINGER 0" : "uring_cmd missing: FIN instead");
+    if (cfg->tls)
+        printf("tls handshakes: full %llu, resumed %llu, failed %llu\n",
+               (unsigned long long)r->tls_full, (unsigned long long)r->tls_resumed,
+               (unsigned long long)r->tls_failed);
     printf("rings %llu x %llu slots; enobufs %llu, cq overflow %llu; RSS %llu kB (peak %llu kB)\n",
            (unsigned long long)r->rings, (unsigned long long)r->slots_per_ring,
            (unsigned long long)c->enobufs, (unsigned long long)c->cq_overflow,
@@ -320,6 +332,9 @@ int main(int argc, char **argv)
         O_BUFFERS,
         O_BUFSIZE,
         O_NOCLOSE,
+        O_TLS,
+        O_TLS_RESUME,
+        O_TLS_SUITES,
         O_SEED,
         O_QUIET,
         O_CLIENT_IDS,
@@ -350,6 +365,9 @@ int main(int argc, char **argv)
         {"buffers", required_argument, NULL, O_BUFFERS},
         {"buffer-size", required_argument, NULL, O_BUFSIZE},
         {"no-close-frame", no_argument, NULL, O_NOCLOSE},
+        {"tls", no_argument, NULL, O_TLS},
+        {"tls-resume", no_argument, NULL, O_TLS_RESUME},
+        {"tls-ciphersuites", required_argument, NULL, O_TLS_SUITES},
         {"seed", required_argument, NULL, O_SEED},
         {"quiet", no_argument, NULL, O_QUIET},
         {"client-ids", required_argument, NULL, O_CLIENT_IDS},
@@ -471,6 +489,15 @@ int main(int argc, char **argv)
         case O_NOCLOSE:
             cfg.close_frame = false;
             break;
+        case O_TLS:
+            cfg.tls = true;
+            break;
+        case O_TLS_RESUME:
+            cfg.tls_resume = true;
+            break;
+        case O_TLS_SUITES:
+            cfg.tls_ciphersuites = optarg;
+            break;
         case O_SEED: {
             char *end;
             errno = 0;
@@ -522,6 +549,8 @@ int main(int argc, char **argv)
     }
     if (cfg.target_count == 0)
         parse_target("127.0.0.1:7600", targets, &cfg.target_count);
+    if ((cfg.tls_resume || cfg.tls_ciphersuites) && !cfg.tls)
+        return bad_flag("--tls-resume/--tls-ciphersuites", "only with --tls");
     if (cfg.interval_ms == 0 && cfg.mode != RB_MODE_SERVER)
         return bad_flag("--interval", "client and silent modes need an interval > 0");
     if (cfg.workers > cfg.connections)
