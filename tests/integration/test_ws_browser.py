@@ -1,5 +1,6 @@
 # test_ws_browser.py — headless Chromium (Debian `chromium`) holds 200 WebSockets to ringbeatd
-# in server mode; the browser's own Pongs keep them alive, and SIGSTOP makes all 200 time out.
+# in server mode (ws:// and wss://); the browser's own Pongs keep them alive, and SIGSTOP makes all
+# 200 time out.
 """No page code answers the server's Pings: the browser does it by itself (the page only opens
 the sockets). ringbeatd's /metrics must show the Pongs, no close for 10 s, and after SIGSTOP of
 the browser's process group every one of the 200 closed at its timeout, within the tick plus
@@ -15,6 +16,7 @@ import time
 import unittest
 
 import rbtest
+from rbtls import make_cert
 from wstest import metric, scrape
 
 N = 200
@@ -25,7 +27,7 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>ringbeat ws</title>
 // Opens the sockets and does nothing else: no onmessage, no ping code.
 const sockets = [];
 for (let i = 0; i < %(n)d; i++)
-  sockets.push(new WebSocket("ws://127.0.0.1:%(port)d/hb?id=tab-" + i));
+  sockets.push(new WebSocket("%(scheme)s://127.0.0.1:%(port)d/hb?id=tab-" + i));
 </script>
 """
 
@@ -37,19 +39,33 @@ def chromium():
 class WsChromiumTest(rbtest.DaemonTestCase):
     @unittest.skipUnless(chromium(), "Debian chromium is not installed")
     def test_200_browser_websockets_answer_pings_and_die_on_sigstop(self):
-        d = self.start_daemon("--interval", "1s", "--timeout", "3s", "--tick", "%dms" % TICK_MS,
-                              "--mode", "server", "--ws-path", "/hb", "--metrics", "127.0.0.1:0",
-                              listen="ws://127.0.0.1:0")
-        mport = int(d.wait_line(r" info metrics_listening .*addr=(\S+)", 5.0).group(1)
-                    .rpartition(":")[2])
+        self.browser_run("ws")
+
+    @unittest.skipUnless(chromium(), "Debian chromium is not installed")
+    def test_200_browser_websockets_over_tls(self):
+        """The same over wss:// (ringbeat's TLS transport; a test certificate the browser is told
+        to accept): the browser's Pongs arrive through our record layer."""
+        self.browser_run("wss")
+
+    def browser_run(self, scheme):
         tmp = tempfile.mkdtemp(prefix="rb-chromium-")
         self.addCleanup(shutil.rmtree, tmp, True)
+        tls = []
+        if scheme == "wss":
+            cert, key = make_cert(tmp)
+            tls = ["--tls-cert", cert, "--tls-key", key]
+        d = self.start_daemon("--interval", "1s", "--timeout", "3s", "--tick", "%dms" % TICK_MS,
+                              "--mode", "server", "--ws-path", "/hb", "--metrics", "127.0.0.1:0",
+                              *tls, listen="%s://127.0.0.1:0" % scheme)
+        mport = int(d.wait_line(r" info metrics_listening .*addr=(\S+)", 5.0).group(1)
+                    .rpartition(":")[2])
         page = os.path.join(tmp, "page.html")
         with open(page, "w") as f:
-            f.write(PAGE % {"n": N, "port": d.port})
+            f.write(PAGE % {"n": N, "port": d.port, "scheme": scheme})
         browser = subprocess.Popen(
             [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--ignore-certificate-errors",
              "--user-data-dir=" + os.path.join(tmp, "profile"), "file://" + page],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)  # its own process group: SIGSTOP/SIGKILL reach every process
@@ -116,6 +132,11 @@ class WsChromiumTest(rbtest.DaemonTestCase):
         within = metric(text, "ringbeat_detection_lateness_seconds_bucket", le="0.02")
         self.assertEqual(within, N, "detections later than 20 ms:\n%s"
                          % "\n".join(l for l in text.splitlines() if "lateness" in l))
+        if scheme == "wss":
+            self.assertEqual(metric(text, "ringbeat_tls_handshakes_total", result="failed"), 0)
+            self.assertGreaterEqual((metric(text, "ringbeat_tls_handshakes_total", result="full") or 0)
+                                    + (metric(text, "ringbeat_tls_handshakes_total",
+                                              result="resumed") or 0), N)
 
 
 if __name__ == "__main__":

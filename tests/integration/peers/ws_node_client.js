@@ -1,16 +1,18 @@
 // ws_node_client.js — drives ringbeatd with node's `ws` (Debian node-ws; NODE_PATH=/usr/share/nodejs):
-// node ws_node_client.js PORT; prints one JSON object of what it saw. Every step has a timeout.
+// node ws_node_client.js PORT [ws|wss]; prints one JSON object of what it saw. Every step has a
+// timeout. With wss, node's own tls module carries it (the test certificate is not verified).
 'use strict';
 const WebSocket = require('ws');
 
 const port = Number(process.argv[2]);
-const url = `ws://127.0.0.1:${port}`;
+const scheme = process.argv[3] || 'ws';
+const url = `${scheme}://127.0.0.1:${port}`;
 const out = {};
 setTimeout(() => { console.log(JSON.stringify(Object.assign(out, { timeout: true }))); process.exit(2); }, 30000);
 
 function open(path) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url + path, { perMessageDeflate: true, maxPayload: 0 });
+    const ws = new WebSocket(url + path, { perMessageDeflate: true, maxPayload: 0, rejectUnauthorized: false });
     const t = setTimeout(() => reject(new Error('open timeout')), 5000);
     ws.on('upgrade', (res) => { ws.upgradeHeaders = res.headers; });
     ws.on('open', () => { clearTimeout(t); resolve(ws); });
