@@ -2,10 +2,33 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ringbeat.h"
+
+int rb_format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    if (!ss || !out || cap == 0)
+        return -EINVAL;
+    char host[INET6_ADDRSTRLEN];
+    unsigned port;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+    } else {
+        snprintf(out, cap, "-");
+        return -EAFNOSUPPORT;
+    }
+    int n = snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+    return n >= 0 && (size_t)n < cap ? 0 : -ENOSPC;
+}
 
 int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_len)
 {

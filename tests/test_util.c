@@ -185,6 +185,27 @@ static void test_parse_addr(void **state)
         assert_int_equal(rb_parse_addr(bad[i], &ss, &len), -EINVAL);
 }
 
+/* The formatter is the parser's inverse: what a log line prints, --listen accepts. */
+static void test_format_addr(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"127.0.0.1:7600", "0.0.0.0:0", "[::1]:65535",
+                                       "[2001:db8::ff00:42:8329]:443"};
+    char out[RB_ADDR_STRLEN];
+    struct sockaddr_storage ss;
+    socklen_t len;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(rb_parse_addr(good[i], &ss, &len), 0);
+        assert_int_equal(rb_format_addr(&ss, out, sizeof(out)), 0);
+        assert_string_equal(out, good[i]);
+    }
+    assert_int_equal(rb_format_addr(&ss, out, 8), -ENOSPC);
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_family = AF_UNIX;
+    assert_int_equal(rb_format_addr(&ss, out, sizeof(out)), -EAFNOSUPPORT);
+    assert_string_equal(out, "-");
+}
+
 static void test_parse_listen(void **state)
 {
     (void)state;
@@ -229,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_histogram_bounds_increase),
         cmocka_unit_test(test_parse_mode),
         cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_format_addr),
         cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_memory_stats),
     };

@@ -43,26 +43,10 @@ static void name_of(uint64_t id, char out[RB_CLIENT_ID_MAX + 1], int forget)
     pthread_mutex_unlock(&names_lock);
 }
 
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        port = ntohs(a->sin6_port);
-    }
-    snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
-}
-
 static void on_open(struct rb_engine *e, const struct rb_conn_info *info, void *user)
 {
     (void)e, (void)user;
-    char name[RB_CLIENT_ID_MAX + 1], peer[INET6_ADDRSTRLEN + 8];
+    char name[RB_CLIENT_ID_MAX + 1], peer[RB_ADDR_STRLEN];
     /* The client id is peer-chosen bytes: print only the harmless ones. */
     size_t n = info->client_id_len < RB_CLIENT_ID_MAX ? info->client_id_len : RB_CLIENT_ID_MAX;
     for (size_t i = 0; i < n; i++) {
@@ -79,7 +63,7 @@ static void on_open(struct rb_engine *e, const struct rb_conn_info *info, void *
         strcpy(names[k].name, name);
     }
     pthread_mutex_unlock(&names_lock);
-    format_peer(&info->peer, peer, sizeof(peer));
+    rb_format_addr(&info->peer, peer, sizeof(peer));
     printf("online  %-20s from %s (mode %s, every %u ms)\n", name, peer, rb_mode_name(info->mode),
            info->interval_ms);
 }

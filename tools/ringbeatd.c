@@ -161,26 +161,10 @@ static void warn_if_readable(const char *path, const char *flag)
  * there is one) and per close, around the presence component's callbacks. */
 static struct rb_callbacks inner_cb;
 
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    char host[INET6_ADDRSTRLEN] = "-";
-    unsigned port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        port = ntohs(a->sin6_port);
-    }
-    snprintf(out, cap, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
-}
-
 static void log_open(struct rb_engine *e, const struct rb_conn_info *info, void *user)
 {
-    char peer[INET6_ADDRSTRLEN + 16], client[2 * RB_CLIENT_ID_MAX + 1];
-    format_peer(&info->peer, peer, sizeof(peer));
+    char peer[RB_ADDR_STRLEN], client[2 * RB_CLIENT_ID_MAX + 1];
+    rb_format_addr(&info->peer, peer, sizeof(peer));
     size_t n = 0;
     for (size_t i = 0; i < info->client_id_len && n + 2 < sizeof(client); i++) {
         unsigned char ch = (unsigned char)info->client_id[i];

@@ -356,6 +356,10 @@ int rb_parse_mode(const char *s, enum rb_mode *out);
  * address (0.0.0.0). No name lookups. 0 or -EINVAL.
  */
 int rb_parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
+/* The inverse, for logs: "A.B.C.D:PORT" or "[v6]:PORT" into out (RB_ADDR_STRLEN bytes suffice);
+ * 0, -ENOSPC (truncated) or -EAFNOSUPPORT (out holds "-"). */
+#define RB_ADDR_STRLEN 56
+int rb_format_addr(const struct sockaddr_storage *ss, char *out, size_t cap);
 
 /* "A.B.C.D[/N]" or "V6[/N]" (no brackets): 0 or -EINVAL; host bits beyond the prefix are cleared.
  */
