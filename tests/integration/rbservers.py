@@ -277,14 +277,7 @@ class HAProxy:
 
 def metrics(port):
     """The daemon's /metrics as {series with labels: value}."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as f:
-        text = f.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return rbtest.scrape_metrics("127.0.0.1", port)
 
 
 def wait_for(pred, timeout, what, step=0.02):

@@ -6,6 +6,7 @@ of its stderr; Client is a blocking protocol-v1 client whose reads all take a de
 is for an event (a frame, a log line, an exit) bounded in time, never a blind sleep.
 """
 
+import http.client
 import json
 import os
 import re
@@ -491,6 +492,26 @@ class Daemon:
             self.proc.wait(5.0)
 
 
+def scrape_metrics(host, port):
+    """GET /metrics from a daemon's --metrics listener: {name or name{labels}: value}."""
+    conn = http.client.HTTPConnection(host, port, timeout=5.0)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise AssertionError("GET /metrics answered %d" % resp.status)
+        text = resp.read().decode("utf-8")
+    finally:
+        conn.close()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+    return out
+
+
 class DaemonTestCase(unittest.TestCase):
     """Starts a daemon per test with start_daemon(); teardown asserts it exits cleanly."""
 
@@ -510,6 +531,14 @@ class DaemonTestCase(unittest.TestCase):
         c = d.client(**kw)
         self.addCleanup(c.close)
         return c
+
+    def metrics(self, d):
+        """/metrics of a daemon started with --metrics (its address from the log line)."""
+        if not hasattr(d, "metrics_addr"):
+            m = d.wait_line(r" info metrics_listening .*addr=(\S+)", 5.0)
+            host, _, port = m.group(1).rpartition(":")
+            d.metrics_addr = (host, int(port))
+        return scrape_metrics(*d.metrics_addr)
 
 
 def wait_file_line(path, pattern, timeout=5.0, proc=None):

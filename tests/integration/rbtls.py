@@ -9,7 +9,6 @@ TlsStream plus the WebSocket framing, the way TlsClient below is TlsStream plus 
 TlsDaemonTestCase starts ringbeatd with a certificate and a tls:// listener.
 """
 
-import http.client
 import os
 import socket
 import ssl
@@ -269,28 +268,6 @@ class TlsDaemonTestCase(DaemonTestCase):
         s = TlsStream(d.port, **kw)
         self.addCleanup(s.close)
         return s
-
-    def metrics(self, d):
-        """GET /metrics: {name or name{labels}: value}."""
-        if not hasattr(d, "metrics_addr"):
-            m = d.wait_line(r" info metrics_listening .*addr=(\S+)", 5.0)
-            host, _, port = m.group(1).rpartition(":")
-            d.metrics_addr = (host, int(port))
-        conn = http.client.HTTPConnection(*d.metrics_addr, timeout=5.0)
-        try:
-            conn.request("GET", "/metrics")
-            resp = conn.getresponse()
-            self.assertEqual(resp.status, 200)
-            text = resp.read().decode("utf-8")
-        finally:
-            conn.close()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-        return out
 
     def wait_metric(self, d, name, want, timeout=5.0):
         """Waits until /metrics has name >= want (counters only grow); returns the value."""

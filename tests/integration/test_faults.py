@@ -10,7 +10,6 @@ said why, and nobody was declared dead. The tests assert false_deaths == 0 in ev
 fail on any close with a code they did not expect.
 """
 
-import http.client
 import json
 import os
 import random
@@ -88,28 +87,6 @@ class FaultCase(DaemonTestCase):
             time.sleep(0.2)  # pacing between stats requests
         self.fail("daemon never reported conns=%d within %.1f s; last stats: %r"
                   % (want, timeout, last))
-
-    def metrics(self, d):
-        """GET /metrics from the daemon's --metrics listener: {name or name{labels}: value}."""
-        if not hasattr(d, "metrics_addr"):
-            m = d.wait_line(r" info metrics_listening .*addr=(\S+)", 5.0)
-            host, _, port = m.group(1).rpartition(":")
-            d.metrics_addr = (host, int(port))
-        conn = http.client.HTTPConnection(*d.metrics_addr, timeout=5.0)
-        try:
-            conn.request("GET", "/metrics")
-            resp = conn.getresponse()
-            self.assertEqual(resp.status, 200)
-            text = resp.read().decode("utf-8")
-        finally:
-            conn.close()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-        return out
 
     # ---- load side ----
 
