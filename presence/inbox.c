@@ -164,6 +164,8 @@ static int connect_inbox(struct inbox *ib)
     ib->started = true;
     ib->backoff_ms = 0;
     atomic_store(&p->st.inbox_up, 1);
+    /* From here on an entry added to the inbox is delivered (before it, "$" would skip it). */
+    rb_log(RB_LOG_INFO, "redis_up", "role=inbox node=%s", p->node);
     return 0;
 }
 

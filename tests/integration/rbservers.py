@@ -322,8 +322,11 @@ class ServersTestCase(rbtest.DaemonTestCase):
         d = self.start_daemon("--redis", redis.url(), "--node", node, "--metrics",
                               "127.0.0.1:%d" % mp, "--workers", "2", *flags, **kw)
         d.metrics_port = mp
-        m = d.wait_line(r"info redis_up role=writer", 10.0)
-        del m
+        # Ready means: writing presence, reading the inbox (its group starts at "$": an entry
+        # added before would be skipped) and serving /metrics, each on its own thread.
+        d.wait_line(r"info redis_up role=writer", 10.0)
+        d.wait_line(r"info redis_up role=inbox", 10.0)
+        d.wait_line(r"info metrics_listening", 10.0)
         return d
 
 
