@@ -420,8 +420,10 @@ def run_one(a, kind, label, outdir, stamp):
             if up is not None and up + (failed or 0) >= a.connections:
                 ramp_over = True
                 # The load generator closes its sockets in paced batches when the hold ends
-                # (about 1 s per 10k connections): allow for it, or a 1M run loses its JSON.
-                deadline = now + a.hold_s + 30 + a.interval_s + a.connections / 10000
+                # (about 1 s per 10k connections; WebSocket closes wait for the server's Close,
+                # 1.8k/s at 1M on a shared box): allow for it, or a 1M run loses its JSON.
+                close_rate = 1500 if a.protocol_now == "ws" else 10000
+                deadline = now + a.hold_s + 30 + a.interval_s + a.connections / close_rate
         if not alive_load:
             break
         if now > deadline:
