@@ -327,10 +327,12 @@ def load_cmd(a, port, json_path):
     if getattr(a, "protocol_now", "v1") != "v1":
         cmd += ["--protocol", a.protocol_now]
     if getattr(a, "transport_now", "tcp") != "tcp":
-        # Few connects in flight per ring: the load's own client handshakes (~0.4 ms each)
-        # come in smaller batches, so its event loop never stalls long enough to answer PINGs
-        # late in bunches (which would then stay bunched through the hold).
-        cmd += ["--tls", "--inflight", "32"]
+        # A bounded number of handshakes in flight per ring (--inflight counts a TLS connect
+        # until its WELCOME): the server never holds more handshakes than it does in well under
+        # its handshake timeout (a 1M ramp with unbounded handshakes timed 60k of 155k out), and
+        # the load's own client handshakes (~0.4 ms each) come in batches small enough that its
+        # loop never stalls long enough to answer PINGs late in bunches.
+        cmd += ["--tls", "--inflight", "128"]
     cmd += a.load_arg
     return cmd
 

@@ -434,11 +434,16 @@ static void rearm_enqueue(struct lring *r, uint32_t slot)
     r->rearm_len++;
 }
 
-static void pending_leave(struct lworker *w, struct lconn *c)
+/* Up or given up. With --tls a connect stays "in flight" until here (handshake and WELCOME
+ * included): --inflight then bounds the handshakes the server has to do at once, and a ramp
+ * faster than the server's handshake rate queues in the load instead of timing out there. */
+static void pending_leave(struct lworker *w, struct lring *r, struct lconn *c)
 {
     if (c->flags & CF_WAS_PENDING) {
         c->flags &= (uint8_t)~CF_WAS_PENDING;
         CADD(w, pending_now, -1);
+        if (r->tls)
+            r->inflight--;
     }
 }
 
@@ -452,7 +457,7 @@ static void begin_close(struct lworker *w, struct lring *r, uint32_t slot, bool 
         return;
     if (c->state == CS_UP)
         CADD(w, up_now, -1);
-    pending_leave(w, c);
+    pending_leave(w, r, c);
     c->state = CS_CLOSING;
     if (send_close1) {
         uint8_t f[LWS_FRAME_MAX];
@@ -657,7 +662,7 @@ static void handle_frame(struct lworker *w, struct lring *r, uint32_t slot, uint
         c->state = CS_UP;
         c->t_us = now;
         c->attempts = 0;
-        pending_leave(w, c);
+        pending_leave(w, r, c);
         CADD(w, up_now, 1);
         if (c->flags & CF_EVER_UP) {
             CADD(w, reconnected, 1);
@@ -873,7 +878,8 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
     case OP_LINGER:
         return; /* failures show up on the connect or close that follows */
     case OP_CONNECT:
-        r->inflight--;
+        if (!r->tls)
+            r->inflight--; /* with --tls: in pending_leave() */
         if (c->state != CS_CONNECTING)
             return;
         if (res < 0) {

@@ -33,7 +33,7 @@ static const char usage[] =
     "+jitter)\n"
     "  --json FILE            write the summary as JSON\n"
     "  --connect-timeout D    connect and WELCOME timeout (5s)\n"
-    "  --inflight N           connects in flight per ring (256)\n"
+    "  --inflight N           connects in flight per ring (256; with --tls until the WELCOME)\n"
     "  --slots-per-ring N     fixed-file slots per ring (RLIMIT_NOFILE - 1000)\n"
     "  --buffers N            provided receive buffers per ring, power of two (4096)\n"
     "  --buffer-size N        bytes per receive buffer (128)\n"
