@@ -69,6 +69,13 @@ static uint64_t ping_offset(struct rb__worker *w, const struct rb__conn *c)
  */
 void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
 {
+    if (rb__conn_mode(c) == RB_MODE_KERNEL) {
+        /* The kernel judges (its verdict arrives on the receive); this is the backstop that
+         * makes sure a receive is there to carry it (loop.c). From now: the probes' answers
+         * that keep a silent peer alive are invisible here. */
+        rb__live_arm_at(w, c, w->now_ms64 + c->timeout_ms + RB__KEEPALIVE_SLACK_MS);
+        return;
+    }
     int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     uint64_t base = w->now_ms64 - idle;

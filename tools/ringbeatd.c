@@ -51,7 +51,7 @@ static const char usage_text[] =
     "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket, tls://\n"
     "                         v1 over TLS, wss:// WebSocket over TLS)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
-    "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
+    "  --mode M               server|client|silent|kernel for peers that send no HELLO (default server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
     "  --timeout D            silence after which a peer is dead (default 3 x interval)\n"
     "  --min-interval D       smallest interval a HELLO may ask for (default 1s)\n"
@@ -358,7 +358,7 @@ static void parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_MODE:
             if (rb_parse_mode(optarg, &c->mode) < 0)
-                usage_error("--mode: '%s' is not server, client or silent", optarg);
+                usage_error("--mode: '%s' is not server, client, silent or kernel", optarg);
             break;
         case OPT_INTERVAL:
             c->interval_ms = parse_duration_ms("--interval", optarg, 1, day_ms);
@@ -701,6 +701,11 @@ static void log_stats(struct rb_engine *e, const char *event, bool tls)
     double late = hist_quantile(&s.lateness_ms, rb_lateness_bounds_ms, 0.99);
     if (late >= 0)
         APPEND(" lateness_p99_ms=%.0f", late);
+    double lag = hist_quantile(&s.loop_lag_ms, rb_lateness_bounds_ms, 0.99);
+    if (lag >= 0)
+        APPEND(" loop_lag_p99_ms=%.0f", lag);
+    APPEND(" lag_turns=%" PRIu64 " keepalive_timeouts=%" PRIu64 " deaths_postponed=%" PRIu64,
+           s.lag_turns, s.keepalive_timeouts, s.deaths_postponed);
 #undef APPEND
     rb_log(RB_LOG_INFO, event, "%s", line);
 #ifdef RB_HAVE_SYSTEMD
