@@ -118,6 +118,17 @@ def loadavg1():
         return float(f.read().split()[0])
 
 
+def box_cpu_s():
+    """Busy CPU seconds of the whole machine (/proc/stat: everything but idle and iowait),
+    softirq included: where a keepalive probe's cost lands (the kernel's timer, not a process)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
 def keepalive_probes():
     """TCP keepalive probes sent in this network namespace (TcpExt TCPKeepAlive): kernel mode's
     heartbeats, which no user-space counter sees."""
@@ -434,7 +445,7 @@ def run_one(a, kind, label, outdir, stamp):
         samples.append(dict(t=round(t - t_load, 3), conns=conns, hb_s=hb_rate, rtt_p99_us=rtt,
                             rss=rss, cpu_s=cpu, slab=slab_bytes(),
                             sunreclaim=slab_bytes("SUnreclaim"), load_cpu_s=load_cpu,
-                            loadavg=loadavg1(), ka=keepalive_probes(),
+                            loadavg=loadavg1(), ka=keepalive_probes(), box_cpu_s=box_cpu_s(),
                             srv=dict(srv_err.last_stats), w=w, hist=hist))
         if not ramp_over:
             up, failed = load_err.last("up"), load_err.last("failed")
@@ -561,6 +572,10 @@ def figures(a, res, t_end):
             f["load_cpu_pct"] = round(100 * (lc[-1] - lc[0]) / span, 1)
         f["loadavg_max"] = max(x["loadavg"] for x in hold)
         f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
+        bc = [x.get("box_cpu_s") for x in hold if x.get("box_cpu_s") is not None]
+        if len(bc) >= 2 and hb > 0:
+            # Both ends, every process on the box and the kernel's softirq work.
+            f["box_cpu_us_per_heartbeat"] = round((bc[-1] - bc[0]) * 1e6 / hb, 2)
         rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"]]  # 0: no sample
         if rtts and res["mode"] == "client":
             f["rtt_p99_us"] = statistics.median(rtts)
@@ -974,6 +989,7 @@ ROWS = [
     ("heartbeats/s (hold)", "heartbeats_per_s", ""),
     ("server CPU (% of a core)", "server_cpu_pct", ""),
     ("server CPU per heartbeat (us)", "server_cpu_us_per_heartbeat", ""),
+    ("whole-box CPU per heartbeat (us)", "box_cpu_us_per_heartbeat", ""),
     ("load generator CPU (% of a core)", "load_cpu_pct", ""),
     ("system load average (max)", "loadavg_max", ""),
     ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
@@ -1285,6 +1301,18 @@ def main():
                 out["ratios"][f"{m}/server cpu per heartbeat"] = dict(
                     median=statistics.median(rs), each=rs)
                 print(f"  {m}/server {statistics.median(rs):.3f}   rounds: {rs}")
+            rb = []
+            for x, y in zip([r for r in runs if r["mode"] == m],
+                            [r for r in runs if r["mode"] == "server"]):
+                vx = x["figures"].get("box_cpu_us_per_heartbeat")
+                vy = y["figures"].get("box_cpu_us_per_heartbeat")
+                if clean(x) and clean(y) and vx is not None and vy:
+                    rb.append(round(vx / vy, 3))
+            if rb:
+                out["ratios"][f"{m}/server whole-box cpu per heartbeat"] = dict(
+                    median=statistics.median(rb), each=rb)
+                print(f"  {m}/server whole box (both ends, softirq) {statistics.median(rb):.3f}"
+                      f"   rounds: {rb}")
     if a.scenario == "ws":
         out["ratios"] = {}
         print("\nWebSocket / v1 (median over clean rounds; 1 = the same):")

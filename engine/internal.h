@@ -228,6 +228,7 @@ struct rb__worker {
     uint64_t planned_ms; /* the deadline the last wait slept for (loop lag, loop.c) */
     uint32_t lag_ms;     /* this turn's lateness against it */
     bool shedding;       /* lag past the threshold: accepts paused, PINGs deferred */
+    uint64_t late_ms;    /* when a turn last ran late (0: never): deaths soon after wait once */
 
     double ping_tokens; /* PING pacing: below 0, the PINGs reserved ahead (see live.c) */
     double ping_per_ms; /* ... the refill rate */

@@ -85,6 +85,32 @@ static void reap_all(struct rb__worker *w)
         reap_ring(w, &w->rings[i]);
 }
 
+/*
+ * Everything the kernel holds for us, before a death: io_uring_get_events runs only a bounded
+ * batch of the ring's deferred task work per call (the kernel caps local task work per run), so
+ * one call left most of a backlog of receives unrun, and with the server starved of CPU their
+ * PONGs sat in the sockets while their peers were judged (2,510-14,861 false deaths of 20,000,
+ * docs/reliability.md). So: until a round brings nothing (bounded). Each round's buffers go back
+ * before the next, so the receives it runs find buffers.
+ */
+#define RB__DRAIN_ROUNDS 4096
+static void reap_everything(struct rb__worker *w)
+{
+    for (unsigned k = 0; k < RB__DRAIN_ROUNDS; k++) {
+        for (unsigned i = 0; i < w->nrings; i++)
+            io_uring_get_events(&w->rings[i].uring);
+        /* What those completions carry arrived after the turn's clock was read: with the
+         * turn's clock, a turn of seconds (1M connections near saturation) dated them seconds
+         * too early, and a peer could later be judged dead that much before its timeout. */
+        rb__worker_clock(w);
+        unsigned n = 0;
+        for (unsigned i = 0; i < w->nrings; i++)
+            n += reap_ring(w, &w->rings[i]);
+        if (!n)
+            break;
+    }
+}
+
 /* A fired timer: false when the connection is dead (the caller decides after a last look). */
 static bool timer_fire(struct rb__worker *w, struct rb__conn *c)
 {
@@ -196,13 +222,7 @@ static void run_timers(struct rb__worker *w)
     }
     if (!ndead)
         return;
-    for (unsigned i = 0; i < w->nrings; i++)
-        io_uring_get_events(&w->rings[i].uring);
-    /* What those completions carry arrived after the turn's clock was read: with the turn's
-     * clock, a turn of seconds (1M connections near saturation) dated them seconds too early,
-     * and a peer could later be judged dead that much before its timeout. */
-    rb__worker_clock(w);
-    reap_all(w);
+    reap_everything(w);
     /* Receives re-armed ahead of the queue, bounded like the queue's own batches. */
     uint32_t ahead = w->rings[0].bufs.count / 2 + 1;
     size_t looks = 0;
@@ -222,6 +242,20 @@ static void run_timers(struct rb__worker *w)
         }
         if (timer_fire(w, c))
             continue;
+        if (!c->death_looked && w->late_ms && w->now_ms64 - w->late_ms < c->timeout_ms) {
+            /* A turn ran late within this peer's timeout: a PING point of its may have passed
+             * unsent (a timer that fires past the first half of an interval is a step of the
+             * mark, not a PING), or its answer waited: the server's own backlog, not the peer's
+             * silence. It gets a PING now and half an interval to answer, once. */
+            c->death_looked = 1;
+            RB__INC(w, deaths_postponed);
+            uint64_t id = dead[i];
+            if (rb__conn_mode(c) == RB_MODE_SERVER && rb__sess_send_ping(w, c) < 0)
+                continue;
+            if ((c = rb__conn_lookup(w, id)))
+                rb__live_arm_at(w, c, w->now_ms64 + c->interval_ms / 2);
+            continue;
+        }
         if (!c->death_looked && look_inq(w, c)) {
             looks++;
             continue;
@@ -239,8 +273,7 @@ static void run_timers(struct rb__worker *w)
             RB__ADD(w, sqes_submitted, n);
         }
     }
-    rb__worker_clock(w);
-    reap_all(w);
+    reap_everything(w);
 }
 
 static void drain_step(struct rb__worker *w)
@@ -329,6 +362,7 @@ static void measure_lag(struct rb__worker *w)
     bool late = w->lag_ms > RB__LAG_SHED_TICKS * tick_ms;
     if (late) {
         RB__INC(w, lag_turns);
+        w->late_ms = w->now_ms64;
         struct rb__ring *r = &w->rings[w->accept_ring];
         if (!w->shedding && !w->stopping && r->accept_armed) {
             rb_log(RB_LOG_DEBUG, "loop_late", "worker=%u lag_ms=%u", w->index, w->lag_ms);
