@@ -12,7 +12,7 @@
 /* A death waits this long once for bytes SIOCINQ found unread. */
 #define RB__DEATH_GRACE_TICKS 3
 /* A turn later than this against its wheel deadline sheds new work (accepts, PINGs). */
-#define RB__LAG_SHED_TICKS 5
+#define RB__LAG_SHED_TICKS     5
 #define RB__ACCEPT_PAUSE_TICKS 10
 
 static void on_inq(struct rb__worker *w, struct io_uring_cqe *cqe);

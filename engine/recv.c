@@ -145,8 +145,7 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
         RB__INC(w, keepalive_timeouts);
         rb__live_set_mark(w, c, RB_DEAD, 0);
         rb__conn_release(w, c, RB_CLOSE_TIMEOUT, 0);
-    }
-    else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
+    } else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
         return; /* the handshake step releases it once it has judged what came before */
     else if (cqe->res == 0)
         rb__conn_release(w, c, RB_CLOSE_EOF, 0);

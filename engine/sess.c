@@ -120,8 +120,7 @@ static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__wel
         restart = true;
     } else if (changed) {
         /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another. */
-        sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, wi->timeout_ms, rb__ud(RB__OP_NONE, 0),
-                false);
+        sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, wi->timeout_ms, rb__ud(RB__OP_NONE, 0), false);
     }
     if (restart)
         rb__live_start(w, c);

@@ -269,12 +269,12 @@ struct rb_stats {
     uint64_t loop_turns, submits, sqes_submitted;
     uint64_t enobufs, cq_overflow, send_retries;
     uint64_t timer_fires;
-    uint64_t pings_deferred;    /* PINGs held back a tick by pacing */
-    uint64_t auth_refused[5];   /* openings refused, by enum rb_auth_result (index 0 unused) */
-    uint64_t proxy_refused;     /* PROXY header from a source outside proxy_from */
-    uint64_t proxy_bad;         /* PROXY header missing, malformed or too long */
-    struct rb_hist rtt_us;      /* server-initiated PING to PONG */
-    struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
+    uint64_t pings_deferred;     /* PINGs held back a tick by pacing */
+    uint64_t auth_refused[5];    /* openings refused, by enum rb_auth_result (index 0 unused) */
+    uint64_t proxy_refused;      /* PROXY header from a source outside proxy_from */
+    uint64_t proxy_bad;          /* PROXY header missing, malformed or too long */
+    struct rb_hist rtt_us;       /* server-initiated PING to PONG */
+    struct rb_hist lateness_ms;  /* dead detection minus (last frame + timeout) */
     uint64_t keepalive_timeouts; /* kernel mode: the kernel's verdict (ETIMEDOUT on receive) */
     uint64_t keepalive_failed;   /* kernel mode refused by the socket: fell back to server mode */
     uint64_t deaths_postponed;   /* a timeout judged with bytes unread in the socket (SIOCINQ) */
