@@ -53,6 +53,11 @@ SCENARIOS = {
     "compare": dict(connections=15000, rate=5000, hold="30s", interval="1s", mode="server",
                     rounds=2),
     "custom": dict(connections=1000, rate=1000, hold="10s", interval="1s", mode="server"),
+    # modes: the same connections in server, silent and kernel mode (TCP keepalive) in turn,
+    # each with a fresh server: server CPU per heartbeat side by side (kernel/server is the goal
+    # of issue 12: at most 0.3).
+    "modes": dict(connections=20000, rate=10000, hold="30s", interval="1s", mode="server",
+                  rounds=1, modes="server,silent,kernel"),
     # ws: the same workload over protocol v1 and over WebSocket (ringbeat-load --protocol ws),
     # alternated, each with a fresh server: CPU per heartbeat and RSS per connection side by side.
     "ws": dict(connections=100000, rate=20000, hold="30s", interval="5s", mode="server",
@@ -111,6 +116,32 @@ def proc_rss_bytes(pid):
 def loadavg1():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
+
+
+def box_cpu_s():
+    """Busy CPU seconds of the whole machine (/proc/stat: everything but idle and iowait),
+    softirq included: where a keepalive probe's cost lands (the kernel's timer, not a process)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
+def keepalive_probes():
+    """TCP keepalive probes sent in this network namespace (TcpExt TCPKeepAlive): kernel mode's
+    heartbeats, which no user-space counter sees."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            d = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(d["TCPKeepAlive"]) if "TCPKeepAlive" in d else None
+    return None
 
 
 def slab_bytes(field="Slab"):
@@ -236,7 +267,8 @@ class LineReader(threading.Thread):
 K_CONNS = ("up", "conns")
 K_HB_TOTAL = ("hb",)  # only the stand-in load used in bench tests prints a running total
 # A heartbeat round trip is a PONG (server and client modes) or, in silent mode, a lone PING.
-K_HB_RATE = {"server": ("pongs/s",), "client": ("pongs/s",), "silent": ("pings/s",)}
+K_HB_RATE = {"server": ("pongs/s",), "client": ("pongs/s",), "silent": ("pings/s",),
+             "kernel": ("pings/s",)}  # kernel: no frames; probes counted from /proc (keepalive_probes)
 
 
 # ---------- one run ----------
@@ -415,7 +447,7 @@ def run_one(a, kind, label, outdir, stamp):
         samples.append(dict(t=round(t - t_load, 3), conns=conns, hb_s=hb_rate, rtt_p99_us=rtt,
                             rss=rss, cpu_s=cpu, slab=slab_bytes(),
                             sunreclaim=slab_bytes("SUnreclaim"), load_cpu_s=load_cpu,
-                            loadavg=loadavg1(),
+                            loadavg=loadavg1(), ka=keepalive_probes(), box_cpu_s=box_cpu_s(),
                             srv=dict(srv_err.last_stats), w=w, hist=hist))
         if not ramp_over:
             up, failed = load_err.last("up"), load_err.last("failed")
@@ -478,6 +510,11 @@ def run_one(a, kind, label, outdir, stamp):
 def hb_between(a, res, t1, t2):
     """Heartbeat round trips completed in [t1, t2] and where the count came from."""
     s = [x for x in res["samples"] if t1 <= x["t"] <= t2]
+    # 0) kernel mode: a heartbeat is a keepalive probe (and its ACK), counted by the kernel
+    if res.get("mode") == "kernel":
+        ka = [(x["t"], x.get("ka")) for x in s if x.get("ka") is not None]
+        if len(ka) >= 2 and ka[-1][1] > ka[0][1]:
+            return ka[-1][1] - ka[0][1], ka[-1][0] - ka[0][0], "kernel TCPKeepAlive probes"
     # 1) the server's own count of heartbeats received (every protocol's pings and pongs; older
     #    servers: v1 frames): in the hold phase every frame a client sends is the closing half of
     #    one heartbeat (PONG in server mode, PING in client/silent modes).
@@ -539,6 +576,10 @@ def figures(a, res, t_end):
             f["load_cpu_pct"] = round(100 * (lc[-1] - lc[0]) / span, 1)
         f["loadavg_max"] = max(x["loadavg"] for x in hold)
         f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
+        bc = [x.get("box_cpu_s") for x in hold if x.get("box_cpu_s") is not None]
+        if len(bc) >= 2 and hb > 0:
+            # Both ends, every process on the box and the kernel's softirq work.
+            f["box_cpu_us_per_heartbeat"] = round((bc[-1] - bc[0]) * 1e6 / hb, 2)
         rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"]]  # 0: no sample
         if rtts and res["mode"] == "client":
             f["rtt_p99_us"] = statistics.median(rtts)
@@ -952,6 +993,7 @@ ROWS = [
     ("heartbeats/s (hold)", "heartbeats_per_s", ""),
     ("server CPU (% of a core)", "server_cpu_pct", ""),
     ("server CPU per heartbeat (us)", "server_cpu_us_per_heartbeat", ""),
+    ("whole-box CPU per heartbeat (us)", "box_cpu_us_per_heartbeat", ""),
     ("load generator CPU (% of a core)", "load_cpu_pct", ""),
     ("system load average (max)", "loadavg_max", ""),
     ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
@@ -1055,7 +1097,9 @@ def main():
     ap.add_argument("--hold", type=parse_duration_s, help="hold time after the ramp")
     ap.add_argument("--interval", type=parse_duration_s)
     ap.add_argument("--timeout", type=parse_duration_s, help="default: the server's 3 x interval")
-    ap.add_argument("--mode", choices=("server", "client", "silent"))
+    ap.add_argument("--mode", choices=("server", "client", "silent", "kernel"))
+    ap.add_argument("--modes", help="modes: comma-separated modes to run in turn "
+                    "(server,silent,kernel)")
     ap.add_argument("--protocol", choices=("v1", "ws"), default="v1",
                     help="protocol of smoke/100k/1m/custom/soak runs (ws: a ws:// listener and "
                     "ringbeat-load --protocol ws); the ws scenario runs both")
@@ -1140,6 +1184,12 @@ def main():
             if not a.no_silent and a.mode != "silent":
                 plan.append(("ringbeatd", "silent", f"ringbeatd-silent-{i}"))
                 plan.append(("epoll_ref", "silent", f"epoll_ref-silent-{i}"))
+    elif a.scenario == "modes":
+        for i in range(1, a.rounds + 1):
+            for m in (a.modes or d["modes"]).split(","):
+                if m not in ("server", "client", "silent", "kernel"):
+                    ap.error(f"--modes: unknown {m!r}")
+                plan.append(("ringbeatd", m, f"{m}-{i}"))
     elif a.scenario == "ws":
         for i in range(1, a.rounds + 1):
             plan.append(("ringbeatd", a.mode, f"v1-{i}"))
@@ -1240,6 +1290,33 @@ def main():
                 out["ratios"][f"{kind} silent/{a.mode} cpu per heartbeat"] = rr
                 print(f"  {kind}: silent / {a.mode} CPU per heartbeat {rr['median']:.3f}"
                       f"   rounds: {rr['each']}")
+    if a.scenario == "modes":
+        out["ratios"] = {}
+        print("\nCPU per heartbeat against server mode (median over clean rounds):")
+        for m in sorted({r["mode"] for r in runs} - {"server"}):
+            rs = []
+            for x, y in zip([r for r in runs if r["mode"] == m],
+                            [r for r in runs if r["mode"] == "server"]):
+                vx = x["figures"].get("server_cpu_us_per_heartbeat")
+                vy = y["figures"].get("server_cpu_us_per_heartbeat")
+                if clean(x) and clean(y) and vx is not None and vy:
+                    rs.append(round(vx / vy, 3))
+            if rs:
+                out["ratios"][f"{m}/server cpu per heartbeat"] = dict(
+                    median=statistics.median(rs), each=rs)
+                print(f"  {m}/server {statistics.median(rs):.3f}   rounds: {rs}")
+            rb = []
+            for x, y in zip([r for r in runs if r["mode"] == m],
+                            [r for r in runs if r["mode"] == "server"]):
+                vx = x["figures"].get("box_cpu_us_per_heartbeat")
+                vy = y["figures"].get("box_cpu_us_per_heartbeat")
+                if clean(x) and clean(y) and vx is not None and vy:
+                    rb.append(round(vx / vy, 3))
+            if rb:
+                out["ratios"][f"{m}/server whole-box cpu per heartbeat"] = dict(
+                    median=statistics.median(rb), each=rb)
+                print(f"  {m}/server whole box (both ends, softirq) {statistics.median(rb):.3f}"
+                      f"   rounds: {rb}")
     if a.scenario == "ws":
         out["ratios"] = {}
         print("\nWebSocket / v1 (median over clean rounds; 1 = the same):")

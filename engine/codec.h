@@ -108,6 +108,9 @@ int rb__sess_clamp(const struct rb_config *cfg, const struct rb__open_params *op
                    struct rb__welcome_info *out);
 /* v1 TUNE: new interval and timeout for an open connection, answered by a welcome. */
 int rb__sess_tune(struct rb__worker *w, struct rb__conn *c, const struct rb__open_params *op);
+/* Kernel mode: the socket refused the keepalive options (err): the connection falls back to
+ * server mode, where the engine PINGs (every client answers PINGs in every mode). */
+void rb__kernel_mode_failed(struct rb__worker *w, struct rb__conn *c, int err);
 /* A ping from the peer (payload echoed in the pong unless the mode is silent). */
 int rb__sess_ping(struct rb__worker *w, struct rb__conn *c, const uint8_t *payload, uint32_t len);
 /* A pong: an 8-byte payload is matched against our tokens for the RTT. */

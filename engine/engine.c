@@ -70,7 +70,7 @@ static int config_normalize(struct rb_config *c)
         c->ring_entries < 8 || c->ring_entries > 32768 || c->buffers == 0 ||
         (c->buffers & (c->buffers - 1)) || c->buffers > 32768 || c->buffer_size < 64 ||
         c->max_pending_out < RB__CONTROL_MAX + c->max_frame + RB_FRAME_HEADER_LEN ||
-        c->timeout_ms > (1u << 30) || c->mode > RB_MODE_SILENT ||
+        c->timeout_ms > (1u << 30) || c->mode > RB_MODE_KERNEL ||
         c->handshake_timeout_ms > (1u << 30))
         return -EINVAL;
     return 0;

@@ -56,6 +56,8 @@ enum rb__op {
     RB__OP_PEER,     /* low bits: connection id; fixed fd installed to learn the peer address */
     RB__OP_CANCEL,
     RB__OP_CLOSE_FRAME, /* low bits: the code; only a failed CLOSE send completes */
+    RB__OP_KEEPALIVE,   /* low bits: connection id; only a refused kernel-mode option completes */
+    RB__OP_INQ,         /* low bits: connection id; SIOCINQ before a death (loop.c) */
 };
 #define RB__OP_SHIFT 60
 static inline uint64_t rb__ud(enum rb__op op, uint64_t low)
@@ -110,7 +112,8 @@ struct rb__conn {
     uint32_t proxy_pending : 1; /* the PROXY header is still to come: bytes go to proxy.c */
     uint32_t proxy_local : 1;   /* the header was LOCAL: the balancer's own connection */
     uint32_t tls : 1;           /* the listener's transport is TLS: ext holds struct rb__tls_ext */
-    uint32_t spare : 5;
+    uint32_t death_looked : 1;  /* its death was postponed once for unread bytes (loop.c) */
+    uint32_t spare : 4;
     uint16_t ring; /* index within its worker */
     uint8_t state; /* bits 0-1 liveness, 2-3 mode, 4-6 weight of the mark */
     uint8_t flags; /* RB__CF_* */
@@ -222,6 +225,10 @@ struct rb__worker {
 
     uint64_t now_ms64; /* engine clock */
     uint32_t now_ms;
+    uint64_t planned_ms; /* the deadline the last wait slept for (loop lag, loop.c) */
+    uint32_t lag_ms;     /* this turn's lateness against it */
+    bool shedding;       /* lag past the threshold: accepts paused, PINGs deferred */
+    uint64_t late_ms;    /* when a turn last ran late (0: never): deaths soon after wait once */
 
     double ping_tokens; /* PING pacing: below 0, the PINGs reserved ahead (see live.c) */
     double ping_per_ms; /* ... the refill rate */
@@ -348,6 +355,10 @@ void rb__conn_release(struct rb__worker *w, struct rb__conn *c, int reason, int 
 #include "codec.h"
 
 /* ---- liveness: the mark, the wheel, PING scheduling and pacing (live.c) ---- */
+
+/* Kernel mode: the kernel's keepalive judges; the wheel keeps a backstop at timeout plus one
+ * keepalive interval (the kernel's whole second) of slack (docs/design.md, "Kernel mode"). */
+#define RB__KEEPALIVE_SLACK_MS 1000u
 
 unsigned rb__live_weight_max(const struct rb__conn *c);
 void rb__live_set_mark(struct rb__worker *w, struct rb__conn *c, enum rb_liveness to,

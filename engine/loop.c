@@ -9,6 +9,13 @@
 
 #define RB__REAP_BATCH     256
 #define RB__DRAIN_PER_TURN 8192
+/* A death waits this long once for bytes SIOCINQ found unread. */
+#define RB__DEATH_GRACE_TICKS 3
+/* A turn later than this against its wheel deadline sheds new work (accepts, PINGs). */
+#define RB__LAG_SHED_TICKS     5
+#define RB__ACCEPT_PAUSE_TICKS 10
+
+static void on_inq(struct rb__worker *w, struct io_uring_cqe *cqe);
 
 static void handle_cqe(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *cqe)
 {
@@ -30,6 +37,15 @@ static void handle_cqe(struct rb__worker *w, struct rb__ring *r, struct io_uring
         break;
     case RB__OP_PEER:
         rb__on_peer(w, cqe);
+        break;
+    case RB__OP_KEEPALIVE: {
+        struct rb__conn *c = rb__conn_lookup(w, cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
+        if (c)
+            rb__kernel_mode_failed(w, c, cqe->res);
+        break;
+    }
+    case RB__OP_INQ:
+        on_inq(w, cqe);
         break;
     case RB__OP_CLOSE_FRAME:
         rb_log(RB_LOG_DEBUG, "close_frame_failed", "worker=%u slot=%u error=%s", w->index,
@@ -69,31 +85,120 @@ static void reap_all(struct rb__worker *w)
         reap_ring(w, &w->rings[i]);
 }
 
+/*
+ * Everything the kernel holds for us, before a death: io_uring_get_events runs only a bounded
+ * batch of the ring's deferred task work per call (the kernel caps local task work per run), so
+ * one call left most of a backlog of receives unrun, and with the server starved of CPU their
+ * PONGs sat in the sockets while their peers were judged (2,510-14,861 false deaths of 20,000,
+ * docs/reliability.md). So: until a round brings nothing (bounded). Each round's buffers go back
+ * before the next, so the receives it runs find buffers.
+ */
+#define RB__DRAIN_ROUNDS 4096
+static void reap_everything(struct rb__worker *w)
+{
+    for (unsigned k = 0; k < RB__DRAIN_ROUNDS; k++) {
+        for (unsigned i = 0; i < w->nrings; i++)
+            io_uring_get_events(&w->rings[i].uring);
+        /* What those completions carry arrived after the turn's clock was read: with the
+         * turn's clock, a turn of seconds (1M connections near saturation) dated them seconds
+         * too early, and a peer could later be judged dead that much before its timeout. */
+        rb__worker_clock(w);
+        unsigned n = 0;
+        for (unsigned i = 0; i < w->nrings; i++)
+            n += reap_ring(w, &w->rings[i]);
+        if (!n)
+            break;
+    }
+}
+
 /* A fired timer: false when the connection is dead (the caller decides after a last look). */
 static bool timer_fire(struct rb__worker *w, struct rb__conn *c)
 {
+    if (rb__conn_mode(c) == RB_MODE_KERNEL) {
+        /* The kernel judges, and its verdict can only reach us as a receive's error: the
+         * backstop makes sure a receive is armed (one that could not get an SQE, say). */
+        if (!(c->flags & (RB__CF_RECV | RB__CF_REARM)))
+            rb__recv_arm(w, c);
+        rb__live_schedule(w, c);
+        return true;
+    }
     switch (rb__live_timer(w, c)) {
     case RB__LIVE_DEAD:
         return false;
     case RB__LIVE_PING:
         if (rb__sess_send_ping(w, c) == 0)
             rb__live_schedule(w, c);
-        return true;
+        break;
     case RB__LIVE_OK:
         break;
     }
+    c->death_looked = 0; /* alive again: a later death gets its own look */
     return true;
 }
 
+static void declare_dead(struct rb__worker *w, struct rb__conn *c)
+{
+    int32_t idle = (int32_t)(w->now_ms - c->last_rx_ms);
+    rb__hist_add(&w->stats.lateness_ms, rb_lateness_bounds_ms, (uint64_t)idle - c->timeout_ms);
+    rb__live_set_mark(w, c, RB_DEAD, 0);
+    rb__conn_release(w, c, RB_CLOSE_TIMEOUT, 0);
+}
+
+/* The last look before a death, once per death: are bytes unread in the socket? The answer
+ * (on_inq) judges; the timer armed here judges if it never comes. false: no SQE. */
+static bool look_inq(struct rb__worker *w, struct rb__conn *c)
+{
+    struct io_uring_sqe *sqe = rb__ring_sqe(w, rb__conn_ring(w, c));
+    if (!sqe)
+        return false;
+    rb__prep_siocinq_direct(sqe, c->slot);
+    io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_INQ, rb__conn_id(w, c)));
+    c->death_looked = 1;
+    rb__live_arm_at(w, c, w->now_ms64 + RB__DEATH_GRACE_TICKS * (uint64_t)w->e->cfg.tick_ms);
+    return true;
+}
+
+/* Unread bytes (res > 0): our own backlog, not the peer's silence: the receive gets them in the
+ * grace (re-armed if it is not), and the timer judges again after it. None, or no answer to
+ * SIOCINQ (res < 0): dead now. */
+static void on_inq(struct rb__worker *w, struct io_uring_cqe *cqe)
+{
+    struct rb__conn *c = rb__conn_lookup(w, cqe->user_data & ((1ULL << RB__OP_SHIFT) - 1));
+    if (!c || !c->death_looked || !rb__timer_pending(&c->timer))
+        return; /* gone, or judged already */
+    if (cqe->res > 0) {
+        RB__INC(w, deaths_postponed);
+        rb_log(RB_LOG_DEBUG, "death_postponed", "worker=%u conn=%llu unread=%d", w->index,
+               (unsigned long long)rb__conn_id(w, c), cqe->res);
+        if (!(c->flags & RB__CF_RECV)) {
+            c->flags &= (uint8_t)~RB__CF_REARM;
+            rb__recv_arm(w, c);
+        }
+        return;
+    }
+    rb__wheel_del(&w->wheel, &c->timer);
+    if (!timer_fire(w, c))
+        declare_dead(w, c);
+}
+
 /*
- * Expires due timers. Before a connection is declared dead, every completion that is already
- * there is processed (DEFER_TASKRUN keeps them queued until asked), so a heartbeat that arrived
- * but was not yet read never causes a false death, even when the loop runs late.
+ * Expires due timers. Before a connection is declared dead, none of its bytes may wait in our
+ * own queues: completions already there are reaped (DEFER_TASKRUN keeps them queued until
+ * asked), a receive disarmed by ENOBUFS is re-armed ahead of the re-arm queue and judged after
+ * it, and the socket's unread byte count is asked once (SIOCINQ). All of it only in turns where
+ * someone dies, never per heartbeat.
  */
 static void run_timers(struct rb__worker *w)
 {
     uint32_t tick_ms = w->e->cfg.tick_ms;
     rb__live_refill(w);
+    if (w->shedding) {
+        /* Overloaded: PINGs due now reserve places at least the lag ahead (pacing holds them,
+         * never past a quarter of the answer's grace), so reading comes first. */
+        double cap = -(double)w->lag_ms * w->ping_per_ms;
+        if (w->ping_tokens > cap)
+            w->ping_tokens = cap;
+    }
     rb__wheel_update(&w->wheel, (uint32_t)(w->now_ms64 / tick_ms));
     struct rb__timer *t;
     uint64_t *dead = NULL;
@@ -117,30 +222,58 @@ static void run_timers(struct rb__worker *w)
     }
     if (!ndead)
         return;
-    for (unsigned i = 0; i < w->nrings; i++)
-        io_uring_get_events(&w->rings[i].uring);
-    /* What those completions carry arrived after the turn's clock was read: with the turn's
-     * clock, a turn of seconds (1M connections near saturation) dated them seconds too early,
-     * and a peer could later be judged dead that much before its timeout. */
-    rb__worker_clock(w);
-    reap_all(w);
+    reap_everything(w);
+    /* Receives re-armed ahead of the queue, bounded like the queue's own batches. */
+    uint32_t ahead = w->rings[0].bufs.count / 2 + 1;
+    size_t looks = 0;
     for (size_t i = 0; i < ndead; i++) {
         struct rb__conn *c = rb__conn_lookup(w, dead[i]);
         if (!c || rb__timer_pending(&c->timer))
             continue;
         if (!(c->flags & RB__CF_RECV)) {
             /* Bytes may wait in the socket for a receive buffer: judge after the re-arm. */
+            if (ahead) {
+                ahead--;
+                c->flags &= (uint8_t)~RB__CF_REARM;
+                rb__recv_arm(w, c);
+            }
             rb__live_arm_at(w, c, w->now_ms64 + tick_ms);
             continue;
         }
         if (timer_fire(w, c))
             continue;
-        int32_t idle = (int32_t)(w->now_ms - c->last_rx_ms);
-        rb__hist_add(&w->stats.lateness_ms, rb_lateness_bounds_ms, (uint64_t)idle - c->timeout_ms);
-        rb__live_set_mark(w, c, RB_DEAD, 0);
-        rb__conn_release(w, c, RB_CLOSE_TIMEOUT, 0);
+        if (!c->death_looked && w->late_ms && w->now_ms64 - w->late_ms < c->timeout_ms) {
+            /* A turn ran late within this peer's timeout: a PING point of its may have passed
+             * unsent (a timer that fires past the first half of an interval is a step of the
+             * mark, not a PING), or its answer waited: the server's own backlog, not the peer's
+             * silence. It gets a PING now and half an interval to answer, once. */
+            c->death_looked = 1;
+            RB__INC(w, deaths_postponed);
+            uint64_t id = dead[i];
+            if (rb__conn_mode(c) == RB_MODE_SERVER && rb__sess_send_ping(w, c) < 0)
+                continue;
+            if ((c = rb__conn_lookup(w, id)))
+                rb__live_arm_at(w, c, w->now_ms64 + c->interval_ms / 2);
+            continue;
+        }
+        if (!c->death_looked && look_inq(w, c)) {
+            looks++;
+            continue;
+        }
+        declare_dead(w, c);
     }
     free(dead);
+    if (!looks)
+        return;
+    /* A socket command runs inside the submit: its answer is there at once. */
+    for (unsigned i = 0; i < w->nrings; i++) {
+        unsigned n = io_uring_sq_ready(&w->rings[i].uring);
+        if (n && io_uring_submit_and_get_events(&w->rings[i].uring) >= 0) {
+            RB__INC(w, submits);
+            RB__ADD(w, sqes_submitted, n);
+        }
+    }
+    reap_everything(w);
 }
 
 static void drain_step(struct rb__worker *w)
@@ -196,6 +329,7 @@ static bool drained(struct rb__worker *w)
 
 static int64_t wait_timeout_ns(struct rb__worker *w)
 {
+    w->planned_ms = w->now_ms64;
     if (rb__tls_pending(w))
         return 0; /* handshake work left by the budget: the next turn comes at once */
     if (w->stopping)
@@ -208,8 +342,37 @@ static int64_t wait_timeout_ns(struct rb__worker *w)
         at_ns = (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000;
     if (w->accept_resume_ms > w->now_ms64 && w->accept_resume_ms * 1000000 < at_ns)
         at_ns = w->accept_resume_ms * 1000000;
+    w->planned_ms = at_ns / 1000000;
     uint64_t now_ns = rb_clock_ns() - w->e->epoch_ns;
     return at_ns > now_ns ? (int64_t)(at_ns - now_ns) : 0;
+}
+
+/*
+ * Loop lag: how late this turn starts against the wheel deadline it slept for (0 when woken
+ * early by completions). Past RB__LAG_SHED_TICKS the worker sheds new work before it can fail
+ * old work: accepting pauses (arrivals wait in the listen backlog) and due PINGs are held back
+ * (run_timers), so the turn's time goes to reading what peers sent.
+ */
+static void measure_lag(struct rb__worker *w)
+{
+    uint32_t tick_ms = w->e->cfg.tick_ms;
+    uint64_t lag = w->now_ms64 > w->planned_ms ? w->now_ms64 - w->planned_ms : 0;
+    w->lag_ms = lag > 60000 ? 60000 : (uint32_t)lag;
+    rb__hist_add(&w->stats.loop_lag_ms, rb_lateness_bounds_ms, w->lag_ms);
+    bool late = w->lag_ms > RB__LAG_SHED_TICKS * tick_ms;
+    if (late) {
+        RB__INC(w, lag_turns);
+        w->late_ms = w->now_ms64;
+        struct rb__ring *r = &w->rings[w->accept_ring];
+        if (!w->shedding && !w->stopping && r->accept_armed) {
+            rb_log(RB_LOG_DEBUG, "loop_late", "worker=%u lag_ms=%u", w->index, w->lag_ms);
+            rb__accept_cancel(w, r);
+        }
+        uint64_t resume = w->now_ms64 + RB__ACCEPT_PAUSE_TICKS * (uint64_t)tick_ms;
+        if (w->accept_resume_ms < resume)
+            w->accept_resume_ms = resume;
+    }
+    w->shedding = late;
 }
 
 static void submit_siblings(struct rb__worker *w)
@@ -246,6 +409,7 @@ int rb__worker_loop(struct rb__worker *w)
         else
             rb__out_reset(w);
         rb__worker_clock(w);
+        measure_lag(w);
         reap_all(w);
         rb__mbox_drain(w);
         if (atomic_load_explicit(&w->e->stop, memory_order_acquire) && !w->stopping)

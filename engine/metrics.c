@@ -211,6 +211,21 @@ size_t rb_metrics_render(struct rb_engine *e, char *buf, size_t cap)
     histogram(&o, "ringbeat_detection_lateness_seconds",
               "Dead-peer detection time minus (last frame + timeout).", &s.lateness_ms,
               rb_lateness_bounds_ms, 1e-3);
+    histogram(&o, "ringbeat_loop_lag_seconds",
+              "Each loop turn's start minus the wheel deadline it slept for (0 when woken early).",
+              &s.loop_lag_ms, rb_lateness_bounds_ms, 1e-3);
+    counter(&o, "ringbeat_loop_lag_turns_total",
+            "Loop turns late past the shedding threshold (accepts paused, PINGs deferred).",
+            s.lag_turns);
+    counter(&o, "ringbeat_keepalive_timeouts_total",
+            "Kernel mode: connections the kernel's keepalive declared dead (ETIMEDOUT).",
+            s.keepalive_timeouts);
+    counter(&o, "ringbeat_keepalive_failed_total",
+            "Kernel mode: keepalive options the socket refused (fell back to server mode).",
+            s.keepalive_failed);
+    counter(&o, "ringbeat_deaths_postponed_total",
+            "Timeouts postponed because bytes were still unread in the socket (SIOCINQ).",
+            s.deaths_postponed);
 
     /*
      * The TLS transport as series of its own, not a label on the protocol series: every TLS

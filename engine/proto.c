@@ -100,7 +100,7 @@ int rb__hello_parse(const uint8_t *p, size_t len, struct rb__hello *out)
     if (len < RB__HELLO_MIN || len > RB__HELLO_MAX)
         return -EPROTO;
     uint16_t flags = rb__get_u16(p + 2);
-    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_SILENT || (flags & ~RB__HELLO_F_TOKEN))
+    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_KERNEL || (flags & ~RB__HELLO_F_TOKEN))
         return -EPROTO;
     out->version = p[0];
     out->mode = p[1];
@@ -132,7 +132,7 @@ int rb__welcome_parse(const uint8_t *p, size_t len, struct rb__welcome *out)
 {
     if (len != RB__WELCOME_LEN)
         return -EPROTO;
-    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_SILENT || rb__get_u16(p + 2) != 0)
+    if (p[0] != RB_PROTO_VERSION || p[1] > RB_MODE_KERNEL || rb__get_u16(p + 2) != 0)
         return -EPROTO;
     out->version = p[0];
     out->mode = p[1];

@@ -140,7 +140,12 @@ void rb__on_recv(struct rb__worker *w, struct rb__ring *r, struct io_uring_cqe *
         rearm_queue(w, r, c, id);
     else if (cqe->res > 0)
         rb__recv_arm(w, c); /* the kernel ended the multishot (e.g. CQ pressure): go on */
-    else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
+    else if (cqe->res == -ETIMEDOUT && rb__conn_mode(c) == RB_MODE_KERNEL) {
+        /* The kernel's keepalive verdict (TCP_USER_TIMEOUT passed with probes unanswered). */
+        RB__INC(w, keepalive_timeouts);
+        rb__live_set_mark(w, c, RB_DEAD, 0);
+        rb__conn_release(w, c, RB_CLOSE_TIMEOUT, 0);
+    } else if (c->tls && rb__tls_eof(c, cqe->res == 0 ? RB_CLOSE_EOF : RB_CLOSE_RESET))
         return; /* the handshake step releases it once it has judged what came before */
     else if (cqe->res == 0)
         rb__conn_release(w, c, RB_CLOSE_EOF, 0);
@@ -153,8 +158,8 @@ void rb__recv_rearm(struct rb__worker *w, struct rb__ring *r)
     uint32_t budget = r->bufs.count / 2, i = r->rearm_head;
     for (; i < r->rearm_len && budget; i++) {
         struct rb__conn *c = rb__conn_lookup(w, r->rearm[i]);
-        if (!c)
-            continue;
+        if (!c || !(c->flags & RB__CF_REARM))
+            continue; /* gone, or re-armed ahead of the queue by the death check (loop.c) */
         c->flags &= (uint8_t)~RB__CF_REARM;
         rb__recv_arm(w, c);
         budget--;

@@ -45,27 +45,82 @@ static int send_welcome(struct rb__worker *w, struct rb__conn *c, const struct r
     return rb__conn_lookup(w, id) ? 0 : -1;
 }
 
-/* Applies new liveness parameters; the socket's TCP_USER_TIMEOUT follows the timeout. */
-static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__welcome_info *wi)
+/* One socket option by IORING_OP_URING_CMD (direct descriptors cannot take setsockopt(2)). The
+ * arena is byte-granular, so the value is copied in (no aligned store); it stays valid until the
+ * SQE has run (the arena is reused two turns later). */
+static bool sockopt(struct rb__worker *w, struct rb__conn *c, int level, int name, uint32_t value,
+                    uint64_t ud, bool link)
+{
+    uint8_t *val = rb__out_alloc(w, sizeof(value));
+    struct io_uring_sqe *sqe;
+    if (!val || !(sqe = rb__ring_sqe(w, rb__conn_ring(w, c))))
+        return false;
+    memcpy(val, &value, sizeof(value));
+    rb__prep_setsockopt_direct(sqe, c->slot, level, name, val, sizeof(value));
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | (link ? IOSQE_IO_LINK : 0);
+    io_uring_sqe_set_data64(sqe, ud);
+    return true;
+}
+
+/*
+ * Kernel mode: the peer's kernel answers TCP keepalive probes, so a heartbeat wakes neither
+ * application. The first probe follows `interval` of silence (TCP_KEEPIDLE, whole seconds,
+ * rounded down so probes come at least as often as asked: at least 1 s), later ones every second
+ * (TCP_KEEPINTVL) while unanswered, and TCP_USER_TIMEOUT makes the kernel give up at the timeout
+ * (it then overrides TCP_KEEPCNT; the count is set to the same effect anyway). The kernel decides
+ * at a probe, so the verdict comes in [timeout, timeout + 1 s). The options are linked in order
+ * (SO_KEEPALIVE last, so its timer starts with the idle time already set); a refusal completes
+ * with RB__OP_KEEPALIVE and the connection falls back to server mode (loop.c).
+ */
+static void keepalive(struct rb__worker *w, struct rb__conn *c)
+{
+    uint32_t idle_s = c->interval_ms / 1000, cnt;
+    if (idle_s < 1)
+        idle_s = 1;
+    if (idle_s > 32767) /* MAX_TCP_KEEPIDLE */
+        idle_s = 32767;
+    cnt = c->timeout_ms / 1000 > idle_s ? c->timeout_ms / 1000 - idle_s + 1 : 1;
+    if (cnt > 127) /* MAX_TCP_KEEPCNT */
+        cnt = 127;
+    uint64_t ud = rb__ud(RB__OP_KEEPALIVE, rb__conn_id(w, c));
+    if (!rb__ring_reserve(w, rb__conn_ring(w, c), 5) ||
+        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPIDLE, idle_s, ud, true) ||
+        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPINTVL, 1, ud, true) ||
+        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPCNT, cnt, ud, true) ||
+        !sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, c->timeout_ms, ud, true) ||
+        !sockopt(w, c, SOL_SOCKET, SO_KEEPALIVE, 1, ud, false))
+        rb__kernel_mode_failed(w, c, -ENOMEM);
+}
+
+void rb__kernel_mode_failed(struct rb__worker *w, struct rb__conn *c, int err)
+{
+    if (rb__conn_mode(c) != RB_MODE_KERNEL)
+        return; /* the rest of a failed chain (-ECANCELED) */
+    RB__INC(w, keepalive_failed);
+    rb_log(RB_LOG_WARN, "keepalive_refused", "worker=%u conn=%llu error=%s fallback=server",
+           w->index, (unsigned long long)rb__conn_id(w, c), strerror(err < 0 ? -err : EIO));
+    rb__conn_set_mode(c, RB_MODE_SERVER);
+    rb__live_start(w, c);
+}
+
+/* Applies new liveness parameters; the socket's TCP_USER_TIMEOUT follows the timeout (and in
+ * kernel mode its keepalive, set at the opening and whenever a TUNE changes the timing). */
+static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__welcome_info *wi,
+                  bool opening)
 {
     bool changed = wi->timeout_ms != c->timeout_ms;
-    bool restart = changed || wi->interval_ms != c->interval_ms || wi->mode != rb__conn_mode(c);
+    bool retimed = changed || wi->interval_ms != c->interval_ms;
+    bool restart = retimed || wi->mode != rb__conn_mode(c);
     c->interval_ms = wi->interval_ms;
     c->timeout_ms = wi->timeout_ms;
     rb__conn_set_mode(c, wi->mode);
     rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
-    if (changed) {
-        /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another.
-         * The arena is byte-granular, so the value is copied in (no aligned store). */
-        uint8_t *val = rb__out_alloc(w, sizeof(uint32_t));
-        struct io_uring_sqe *sqe;
-        if (val && (sqe = rb__ring_sqe(w, rb__conn_ring(w, c)))) {
-            memcpy(val, &wi->timeout_ms, sizeof(wi->timeout_ms));
-            rb__prep_setsockopt_direct(sqe, c->slot, IPPROTO_TCP, TCP_USER_TIMEOUT, val,
-                                       sizeof(wi->timeout_ms));
-            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-            io_uring_sqe_set_data64(sqe, rb__ud(RB__OP_NONE, 0));
-        }
+    if (wi->mode == RB_MODE_KERNEL && (opening || retimed)) {
+        keepalive(w, c);
+        restart = true;
+    } else if (changed) {
+        /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another. */
+        sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, wi->timeout_ms, rb__ud(RB__OP_NONE, 0), false);
     }
     if (restart)
         rb__live_start(w, c);
@@ -98,7 +153,7 @@ int rb__sess_open(struct rb__worker *w, struct rb__conn *c, const struct rb__ope
         return -EPROTO;
     uint64_t id = wi.conn_id = rb__conn_id(w, c);
     wi.arg = op->welcome_arg;
-    apply(w, c, &wi);
+    apply(w, c, &wi, true);
     if (welcome && send_welcome(w, c, &wi) < 0)
         return -1;
     c->flags |= RB__CF_OPEN;
@@ -134,7 +189,7 @@ int rb__sess_tune(struct rb__worker *w, struct rb__conn *c, const struct rb__ope
         return -EPROTO;
     wi.mode = rb__conn_mode(c); /* a TUNE changes the timing, never the scheme */
     wi.conn_id = rb__conn_id(w, c);
-    apply(w, c, &wi);
+    apply(w, c, &wi, false);
     return send_welcome(w, c, &wi);
 }
 

@@ -14,6 +14,7 @@
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
 #define RB__OP_FIXED_FD_INSTALL        54
+#define RB__SOCKET_URING_OP_SIOCINQ    0
 #define RB__SOCKET_URING_OP_SETSOCKOPT 3
 
 int rb__ring_init(struct io_uring *ring, unsigned entries, bool primary)
@@ -145,6 +146,16 @@ void rb__prep_setsockopt_direct(struct io_uring_sqe *sqe, unsigned slot, int lev
     sqe->addr = (uint32_t)level | (uint64_t)(uint32_t)optname << 32;
     sqe->splice_fd_in = (int)optlen;
     sqe->addr3 = (uint64_t)(uintptr_t)optval;
+    sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+void rb__prep_siocinq_direct(struct io_uring_sqe *sqe, unsigned slot)
+{
+    /* IORING_OP_URING_CMD / SOCKET_URING_OP_SIOCINQ (kernel 6.7; liburing 2.3 has no helper): the
+     * completion's res is the socket's unread byte count (ioctl SIOCINQ on a direct descriptor,
+     * where ioctl(2) cannot reach). */
+    io_uring_prep_rw(IORING_OP_URING_CMD, sqe, (int)slot, NULL, 0, 0);
+    sqe->off = RB__SOCKET_URING_OP_SIOCINQ;
     sqe->flags |= IOSQE_FIXED_FILE;
 }
 

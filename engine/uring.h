@@ -62,5 +62,7 @@ int rb__ring_submit(struct io_uring *ring);
 void rb__prep_setsockopt_direct(struct io_uring_sqe *sqe, unsigned slot, int level, int optname,
                                 const void *optval, unsigned optlen);
 void rb__prep_fixed_fd_install(struct io_uring_sqe *sqe, unsigned slot);
+/* The unread byte count of a direct descriptor's socket, as the completion's res. */
+void rb__prep_siocinq_direct(struct io_uring_sqe *sqe, unsigned slot);
 
 #endif

@@ -44,7 +44,8 @@ uint64_t rb_clock_ns(void)
 
 int rb_parse_mode(const char *s, enum rb_mode *out)
 {
-    static const enum rb_mode modes[] = {RB_MODE_SERVER, RB_MODE_CLIENT, RB_MODE_SILENT};
+    static const enum rb_mode modes[] = {RB_MODE_SERVER, RB_MODE_CLIENT, RB_MODE_SILENT,
+                                         RB_MODE_KERNEL};
     for (size_t i = 0; s && i < sizeof(modes) / sizeof(modes[0]); i++) {
         if (strcmp(s, rb_mode_name(modes[i])) == 0) {
             *out = modes[i];
@@ -171,6 +172,8 @@ const char *rb_mode_name(enum rb_mode mode)
         return "client";
     case RB_MODE_SILENT:
         return "silent";
+    case RB_MODE_KERNEL:
+        return "kernel";
     }
     return "unknown";
 }

@@ -1167,7 +1167,7 @@ static void test_create_rejects_bad_config(void **state)
     cfg.max_frame = 65536;
     assert_int_equal(rb_engine_create(&cfg, &e), -EINVAL);
     fx_config(fx, &cfg);
-    cfg.mode = (enum rb_mode)3;
+    cfg.mode = (enum rb_mode)4; /* 3 is kernel mode */
     assert_int_equal(rb_engine_create(&cfg, &e), -EINVAL);
     assert_null(e);
 

@@ -238,6 +238,52 @@ static void test_tokens(void **state)
     fx_free(f);
 }
 
+/* The spread first PING always leaves the answer half an interval before the timeout: with
+ * timeout = 2 x interval, every one of NCONN phases puts the first PING at most 1.5 intervals
+ * after the last frame (a phase near a whole interval used to put it in the tick of the death). */
+static void test_first_ping_leaves_the_grace(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 2000);
+    uint64_t start = f->w->now_ms64 + 1;
+    for (unsigned i = 0; i < NCONN; i++)
+        rb__live_start(f->w, &f->c[i]);
+    run_until(f, start + 1500 + 2 * TICK_MS);
+    uint64_t latest = 0, earliest = UINT64_MAX;
+    for (unsigned i = 0; i < NCONN; i++) {
+        /* (>= 1: a phase smaller than the later jitter brings a second PING within it) */
+        assert_true(f->npings[i] >= 1);
+        assert_int_equal(f->dead_ms[i], 0);
+        latest = f->pings[i][0] > latest ? f->pings[i][0] : latest;
+        earliest = f->pings[i][0] < earliest ? f->pings[i][0] : earliest;
+    }
+    assert_true(earliest >= start + 1000);
+    assert_true(latest <= start + 1500 + TICK_MS);
+    assert_true(latest - earliest >= 400); /* still spread over the room left */
+    fx_free(f);
+}
+
+/* Kernel mode: no PING and no mark step from the wheel, whatever the silence; one backstop timer
+ * per timeout + RB__KEEPALIVE_SLACK_MS, armed from now (the probes' answers are not seen here),
+ * and the loop is never told to kill (the kernel judges). */
+static void test_kernel_mode_backstop(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_KERNEL, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    uint64_t start = f->w->now_ms64;
+    rb__live_start(f->w, c);
+    assert_false(c->flags & RB__CF_FIRST_PING);
+    uint64_t due = start + 3000 + RB__KEEPALIVE_SLACK_MS;
+    assert_true(rb__timer_pending(&c->timer));
+    run_until(f, due - TICK_MS);
+    assert_true(rb__timer_pending(&c->timer)); /* not fired yet */
+    assert_int_equal(f->npings[0], 0);
+    assert_int_equal(rb__conn_liveness(c), RB_ALIVE);
+    assert_int_equal(f->transitions, 0);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +292,8 @@ int main(void)
         cmocka_unit_test(test_mark_decays_in_steps),
         cmocka_unit_test(test_pacing_spreads_a_burst),
         cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_first_ping_leaves_the_grace),
+        cmocka_unit_test(test_kernel_mode_backstop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -497,7 +497,7 @@ static void test_hello_invalid_fields(void **state)
         valid_hello(p);
         p[1] = (uint8_t)m;
         int rc = rb__hello_parse(p, 20, &h);
-        assert_int_equal(rc, m <= 2 ? 0 : -EPROTO);
+        assert_int_equal(rc, m <= 3 ? 0 : -EPROTO); /* 3: kernel mode */
         if (rc == 0)
             assert_int_equal(h.mode, m);
     }
@@ -539,7 +539,7 @@ static void test_welcome_every_length_and_field(void **state)
         assert_int_equal(rb__welcome_parse(p, 20, &w), v == 1 ? 0 : -EPROTO);
         valid_welcome(p);
         p[1] = (uint8_t)v;
-        assert_int_equal(rb__welcome_parse(p, 20, &w), v <= 2 ? 0 : -EPROTO);
+        assert_int_equal(rb__welcome_parse(p, 20, &w), v <= 3 ? 0 : -EPROTO);
     }
     valid_welcome(p);
     p[2] = 0x80;

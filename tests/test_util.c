@@ -103,6 +103,7 @@ static void test_names(void **state)
     assert_string_equal(rb_mode_name(RB_MODE_SERVER), "server");
     assert_string_equal(rb_mode_name(RB_MODE_CLIENT), "client");
     assert_string_equal(rb_mode_name(RB_MODE_SILENT), "silent");
+    assert_string_equal(rb_mode_name(RB_MODE_KERNEL), "kernel");
     assert_string_equal(rb_mode_name((enum rb_mode)9), "unknown");
     assert_string_equal(rb_liveness_name(RB_ALIVE), "alive");
     assert_string_equal(rb_liveness_name(RB_SUSPECT), "suspect");
@@ -145,6 +146,8 @@ static void test_parse_mode(void **state)
     assert_int_equal(m, RB_MODE_CLIENT);
     assert_int_equal(rb_parse_mode("silent", &m), 0);
     assert_int_equal(m, RB_MODE_SILENT);
+    assert_int_equal(rb_parse_mode("kernel", &m), 0);
+    assert_int_equal(m, RB_MODE_KERNEL);
     assert_int_equal(rb_parse_mode("Server", &m), -EINVAL);
     assert_int_equal(rb_parse_mode("", &m), -EINVAL);
     assert_int_equal(rb_parse_mode(NULL, &m), -EINVAL);

@@ -98,6 +98,11 @@ static void log_stats(struct rb_engine *e, const char *event, bool tls)
     double late = hist_quantile(&s.lateness_ms, rb_lateness_bounds_ms, 0.99);
     if (late >= 0)
         APPEND(" lateness_p99_ms=%.0f", late);
+    double lag = hist_quantile(&s.loop_lag_ms, rb_lateness_bounds_ms, 0.99);
+    if (lag >= 0)
+        APPEND(" loop_lag_p99_ms=%.0f", lag);
+    APPEND(" lag_turns=%" PRIu64 " keepalive_timeouts=%" PRIu64 " deaths_postponed=%" PRIu64,
+           s.lag_turns, s.keepalive_timeouts, s.deaths_postponed);
 #undef APPEND
     rb_log(RB_LOG_INFO, event, "%s", line);
 #ifdef RB_HAVE_SYSTEMD

@@ -27,7 +27,8 @@ static const char usage_text[] =
     "                         no scheme or tcp:// serves protocol v1, ws:// WebSocket, tls://\n"
     "                         v1 over TLS, wss:// WebSocket over TLS)\n"
     "  --workers N            worker threads, one io_uring loop each (default: online cores)\n"
-    "  --mode M               server|client|silent for peers that send no HELLO (default server)\n"
+    "  --mode M               server|client|silent|kernel for peers that send no HELLO (default "
+    "server)\n"
     "  --interval D           default heartbeat interval (default 30s)\n"
     "  --timeout D            silence after which a peer is dead (default 3 x interval)\n"
     "  --min-interval D       smallest interval a HELLO may ask for (default 1s)\n"
@@ -334,7 +335,7 @@ void rbd_parse_args(int argc, char **argv, struct options *o)
             break;
         case OPT_MODE:
             if (rb_parse_mode(optarg, &c->mode) < 0)
-                usage_error("--mode: '%s' is not server, client or silent", optarg);
+                usage_error("--mode: '%s' is not server, client, silent or kernel", optarg);
             break;
         case OPT_INTERVAL:
             c->interval_ms = parse_duration_ms("--interval", optarg, 1, day_ms);

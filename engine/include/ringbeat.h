@@ -56,6 +56,7 @@ enum rb_mode {
     RB_MODE_SERVER = 0, /* the server PINGs after an interval of silence, the client answers PONG */
     RB_MODE_CLIENT = 1, /* the client PINGs every interval, the server answers PONG */
     RB_MODE_SILENT = 2, /* the client PINGs, the server only records that it is alive */
+    RB_MODE_KERNEL = 3, /* nobody PINGs: TCP keepalive probes, answered by the peer's kernel */
 };
 
 /*
@@ -268,12 +269,17 @@ struct rb_stats {
     uint64_t loop_turns, submits, sqes_submitted;
     uint64_t enobufs, cq_overflow, send_retries;
     uint64_t timer_fires;
-    uint64_t pings_deferred;    /* PINGs held back a tick by pacing */
-    uint64_t auth_refused[5];   /* openings refused, by enum rb_auth_result (index 0 unused) */
-    uint64_t proxy_refused;     /* PROXY header from a source outside proxy_from */
-    uint64_t proxy_bad;         /* PROXY header missing, malformed or too long */
-    struct rb_hist rtt_us;      /* server-initiated PING to PONG */
-    struct rb_hist lateness_ms; /* dead detection minus (last frame + timeout) */
+    uint64_t pings_deferred;     /* PINGs held back a tick by pacing */
+    uint64_t auth_refused[5];    /* openings refused, by enum rb_auth_result (index 0 unused) */
+    uint64_t proxy_refused;      /* PROXY header from a source outside proxy_from */
+    uint64_t proxy_bad;          /* PROXY header missing, malformed or too long */
+    struct rb_hist rtt_us;       /* server-initiated PING to PONG */
+    struct rb_hist lateness_ms;  /* dead detection minus (last frame + timeout) */
+    uint64_t keepalive_timeouts; /* kernel mode: the kernel's verdict (ETIMEDOUT on receive) */
+    uint64_t keepalive_failed;   /* kernel mode refused by the socket: fell back to server mode */
+    uint64_t deaths_postponed;   /* a timeout judged with bytes unread in the socket (SIOCINQ) */
+    uint64_t lag_turns;          /* turns late past the shedding threshold (accepts paused) */
+    struct rb_hist loop_lag_ms;  /* each turn's start minus the wheel deadline it slept for */
     struct rb_proto_stats proto[RB_PROTOCOL_MAX];
     struct rb_tls_stats tls;
     unsigned workers, rings;

@@ -32,6 +32,7 @@ TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", PING: "PING", PONG: "PONG", DA
 MODE_SERVER = 0
 MODE_CLIENT = 1
 MODE_SILENT = 2
+MODE_KERNEL = 3
 
 CLOSE_NORMAL = 1
 CLOSE_TIMEOUT = 2
@@ -174,7 +175,7 @@ def check_server_frame(ftype, flags, payload, max_frame=65535):
         if n != WELCOME_BODY.size:
             raise ProtocolViolation("WELCOME payload is %d bytes, expected 20" % n)
         version, mode, reserved, interval_ms, timeout_ms, _ = WELCOME_BODY.unpack(payload)
-        if version != 1 or mode > 2 or reserved != 0 or interval_ms == 0 or timeout_ms <= interval_ms:
+        if version != 1 or mode > 3 or reserved != 0 or interval_ms == 0 or timeout_ms <= interval_ms:
             raise ProtocolViolation("bad WELCOME: version=%d mode=%d reserved=%d interval=%d "
                                     "timeout=%d" % (version, mode, reserved, interval_ms, timeout_ms))
     elif ftype in (PING, PONG):

@@ -253,7 +253,7 @@ def expected_outcome(stream):
             if not was_first:
                 return ("close", 3)
             version, mode, reserved, interval_ms, timeout_ms = rbtest.HELLO_FIXED.unpack_from(p)
-            if version != 1 or mode > 2 or reserved != 0:
+            if version != 1 or mode > 3 or reserved != 0:
                 return ("close", 3)
             interval = 1000  # min = max = 1 s
             timeout = timeout_ms if timeout_ms else (3000 if interval_ms else 2000)

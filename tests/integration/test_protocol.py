@@ -72,7 +72,7 @@ class HelloWelcome(DaemonTestCase):
 
     def test_hello_unknown_mode_gets_close3(self):
         c = self.client(self.d)
-        c.send(hello(3, 1000, 3000))
+        c.send(hello(4, 1000, 3000))  # 3 is kernel mode (test_kernel_mode.py)
         c.expect_close(rbtest.CLOSE_PROTOCOL)
 
 

@@ -22,7 +22,9 @@ static const char usage[] =
     "  --workers N            threads; each drives as many rings as its connections need (1)\n"
     "  --protocol v1|ws       protocol v1 (HELLO) or WebSocket (upgrade, masked frames) (v1)\n"
     "  --ws-path PATH         WebSocket request path; the query carries what HELLO would (/)\n"
-    "  --mode server|client|silent   heartbeat mode sent in HELLO (client)\n"
+    "  --mode server|client|silent|kernel  heartbeat mode sent in HELLO (client; kernel: no "
+    "PINGs,\n"
+    "                                the server sets TCP keepalive)\n"
     "  --interval D           heartbeat interval sent in HELLO and used for our PINGs (1s)\n"
     "  --timeout D            liveness timeout sent in HELLO (0 = server default)\n"
     "  --silent-pct P         P%% of connections go silent (stop sending and answering)\n"
@@ -414,7 +416,7 @@ int main(int argc, char **argv)
         case O_MODE: {
             enum rb_mode mode;
             if (rb_parse_mode(optarg, &mode) < 0)
-                return bad_flag("--mode", "expected server, client or silent");
+                return bad_flag("--mode", "expected server, client, silent or kernel");
             cfg.mode = (uint8_t)mode;
         } break;
         case O_INTERVAL:
