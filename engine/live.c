@@ -43,28 +43,37 @@ void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline
 }
 
 /*
- * Server mode spreads PINGs so that they never bunch: the first PING point is one interval plus a
- * phase in [0, interval) derived from the connection's id, so a burst of arrivals does not ping
- * in a burst one interval later; every later PING point gets a jitter in [0, interval / 16)
- * derived from the id and the time of the last frame, so a stall that bunches answers together
- * (a slow peer, an overloaded moment) is spread out again instead of repeating every interval.
- * No PING ever goes out before a full interval of silence. Derived, not stored: the record
- * stays 64 bytes, and the timer handler recomputes the same offset as the scheduler.
+ * Server mode puts each connection's PING points on a grid of its own: the instants
+ * phase + k * interval, the phase in [0, interval) derived from the connection's id. A PING
+ * goes at the first grid point at least three quarters of an interval after the last frame,
+ * so a connection that answers within a quarter interval is pinged exactly once per interval,
+ * always at its phase. Where the connection opened, and when a stall delayed its answers,
+ * therefore never decides when it is pinged: a burst of arrivals (a ramp), or answers bunched
+ * by an overloaded moment, are spread again over the whole interval at the next PING point.
+ * (Before, PING points were the last frame + interval + a jitter below interval / 16: a bunch
+ * spread by about that much per interval, and the 1M runs kept rate spikes of 40-50% one
+ * interval apart.) The first PING point comes 0.75 to 1.75 intervals after the last frame;
+ * if that leaves the peer less than the half-interval grace before the timeout, the point is
+ * moved earlier (tight timeouts give up the grid, never the answer's time). Derived, not
+ * stored: the record stays 64 bytes, and the timer handler recomputes the scheduler's point.
  */
-static uint64_t ping_offset(struct rb__worker *w, const struct rb__conn *c)
+static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint64_t last_rx64)
 {
+    uint64_t iv = c->interval_ms;
     if (rb__conn_mode(c) != RB_MODE_SERVER)
-        return 0;
+        return iv;
     uint64_t h = (rb__conn_id(w, c) ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
-    if (c->flags & RB__CF_FIRST_PING)
-        return (h >> 32) % c->interval_ms;
-    h = (h ^ c->last_rx_ms) * 0xBF58476D1CE4E5B9ULL;
-    return (h >> 32) % (c->interval_ms / 16 + 1);
+    uint64_t phase = (h >> 32) % iv, early = iv - iv / 4;
+    uint64_t first = early + (phase + iv - (last_rx64 + early) % iv) % iv;
+    uint64_t latest = c->timeout_ms > iv / 2 ? c->timeout_ms - iv / 2 : 0;
+    if (first > latest)
+        first = latest > early ? latest : early;
+    return first;
 }
 
 /*
  * The next instant this connection needs attention, from last_rx alone: a PING point (server
- * mode: every interval of silence, the first one shifted by the spread), the next step of the
+ * mode: the connection's grid point, then every interval of silence), the next step of the
  * mark (half an interval after a PING point: the answer is overdue), or death at the timeout.
  */
 void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
@@ -72,7 +81,7 @@ void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
     int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     uint64_t base = w->now_ms64 - idle;
-    uint64_t iv = c->interval_ms, first = iv + ping_offset(w, c), step_at = first + iv / 2;
+    uint64_t iv = c->interval_ms, first = ping_first(w, c, base), step_at = first + iv / 2;
     uint64_t next = c->timeout_ms;
     uint64_t step = idle < step_at ? step_at : step_at + ((idle - step_at) / iv + 1) * iv;
     if (step < next)
@@ -103,7 +112,8 @@ enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c)
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     if (idle >= c->timeout_ms)
         return RB__LIVE_DEAD;
-    uint64_t iv = c->interval_ms, grace = iv / 2, first = iv + ping_offset(w, c);
+    uint64_t iv = c->interval_ms, grace = iv / 2;
+    uint64_t first = ping_first(w, c, w->now_ms64 - idle);
     uint64_t missed = idle < first + grace ? 0 : 1 + (idle - first - grace) / iv;
     unsigned wmax = rb__live_weight_max(c);
     unsigned weight = missed >= wmax ? 1 : (unsigned)(wmax - missed);
