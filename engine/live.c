@@ -46,16 +46,22 @@ void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline
  * Server mode puts each connection's PING points on a grid of its own: the instants
  * phase + k * interval, the phase in [0, interval) derived from the connection's id. A PING
  * goes at the first grid point at least three quarters of an interval after the last frame,
- * so a connection that answers within a quarter interval is pinged exactly once per interval,
- * always at its phase. Where the connection opened, and when a stall delayed its answers,
- * therefore never decides when it is pinged: a burst of arrivals (a ramp), or answers bunched
- * by an overloaded moment, are spread again over the whole interval at the next PING point.
- * (Before, PING points were the last frame + interval + a jitter below interval / 16: a bunch
- * spread by about that much per interval, and the 1M runs kept rate spikes of 40-50% one
- * interval apart.) The first PING point comes 0.75 to 1.75 intervals after the last frame;
- * if that leaves the peer less than the half-interval grace before the timeout, the point is
- * moved earlier (tight timeouts give up the grid, never the answer's time). Derived, not
- * stored: the record stays 64 bytes, and the timer handler recomputes the scheduler's point.
+ * so a peer that answers within a quarter interval is pinged exactly once per interval,
+ * always at its phase: neither the moment it opened nor a stall that delayed its answers
+ * decides when it is pinged. Until a frame follows the opening one (HELLO or TUNE;
+ * RB__CF_FIRST_PING), PINGs are on the grid at once, the first one to two intervals after it
+ * (never before the new interval). After that, a PING never comes more than interval / 16
+ * after a full interval of
+ * silence (what a server-mode client expects, docs/protocol.md 3): when the grid point lies
+ * beyond that, the PING goes at the edge of [0.75, 1.0625] intervals that reaches it first, so a
+ * connection that left its grid (data, answers later than a quarter interval) is back on it
+ * within a few intervals, and a bunch of connections with the same last frame (a ramp, a
+ * stall) falls apart towards their own phases instead of staying together. (Before, PING
+ * points were the last frame + interval + a jitter below interval / 16: such a bunch stayed
+ * within that much, and the 1M runs kept heartbeat-rate spikes one interval apart.) If the
+ * point leaves the peer less than the half-interval grace before the timeout, it moves
+ * earlier (tight timeouts give up the grid, never the answer's time). Derived, not stored:
+ * the record stays 64 bytes, and the timer handler recomputes the scheduler's point.
  */
 static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint64_t last_rx64)
 {
@@ -63,8 +69,12 @@ static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint6
     if (rb__conn_mode(c) != RB_MODE_SERVER)
         return iv;
     uint64_t h = (rb__conn_id(w, c) ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
-    uint64_t phase = (h >> 32) % iv, early = iv - iv / 4;
-    uint64_t first = early + (phase + iv - (last_rx64 + early) % iv) % iv;
+    bool opening = c->flags & RB__CF_FIRST_PING;
+    uint64_t phase = (h >> 32) % iv, early = opening ? iv : iv - iv / 4, late = iv + iv / 16;
+    uint64_t first = early + (phase + iv - (last_rx64 + early) % iv) % iv; /* < early + iv */
+    /* Off the grid: the edge that reaches it in fewer intervals (iv/16 a step late, iv/4 early). */
+    if (!opening && first > late)
+        first = (first - late) * 4 < early + iv - first ? late : early;
     uint64_t latest = c->timeout_ms > iv / 2 ? c->timeout_ms - iv / 2 : 0;
     if (first > latest)
         first = latest > early ? latest : early;
@@ -144,7 +154,6 @@ enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c)
                 }
             }
         }
-        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
         return RB__LIVE_PING;
     }
     rb__live_schedule(w, c);
