@@ -65,7 +65,7 @@ static inline uint64_t rb__ud(enum rb__op op, uint64_t low)
 
 enum {
     RB__CF_OPEN = 1u << 0,       /* the codec has opened the connection (on_open was called) */
-    RB__CF_FIRST_PING = 1u << 1, /* server mode: no frame since the opening one (live.c ping_first) */
+    RB__CF_FIRST_PING = 1u << 1, /* server mode: no frame since the opening one (live.c) */
     RB__CF_CLOSING = 1u << 2,
     RB__CF_RECV = 1u << 3,      /* a multishot recv is armed */
     RB__CF_REARM = 1u << 4,     /* queued for a recv re-arm (ENOBUFS) */

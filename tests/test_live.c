@@ -25,7 +25,7 @@ struct fx {
     uint64_t dead_ms[NCONN];
     uint64_t answer_at[NCONN]; /* a PONG arrives then (0: none on its way) */
     uint32_t rtt_ms;           /* answering peers: PONG this long after each PING (0: silent) */
-    unsigned transitions; /* on_liveness calls */
+    unsigned transitions;      /* on_liveness calls */
     enum rb_liveness last_to;
 };
 
@@ -282,7 +282,7 @@ static void test_pacing_spreads_a_burst(void **state)
     }
     for (unsigned i = 0; i < NCONN; i++)
         after += f->npings[i] && !before[i] && f->pings[i][0] > stall_end;
-    assert_true(due > 200);             /* the stall's 300 ms of PING points */
+    assert_true(due > 200);                        /* the stall's 300 ms of PING points */
     assert_true(f->w->stats.pings_deferred > 100); /* the burst was really held back */
     /* After the stall's turn PINGs go at the paced rate (2 per ms) plus, while the debt is
      * beyond a quarter of the grace, the new grid points (1 per ms): never the whole burst. */

@@ -168,8 +168,8 @@ struct lring {
     uint32_t nsent;
     uint64_t pong_read_us; /* set while the PONG to a PING read then is being queued */
     bool disabled;         /* created R_DISABLED (SINGLE_ISSUER): its worker enables it */
-    uint32_t inflight; /* connects */
-    uint32_t active;   /* slots holding (or about to hold) a socket */
+    uint32_t inflight;     /* connects */
+    uint32_t active;       /* slots holding (or about to hold) a socket */
     uint32_t close_cursor;
     struct __kernel_timespec connect_ts;
     uint64_t rng;
@@ -193,9 +193,9 @@ struct lworker {
     struct load_counters cnt;
     struct lhist rtt_us;
     struct lhist late_us;
-    struct lhist lag_us;    /* PING sent minus scheduled: our own lateness */
-    struct lhist answer_us; /* PONG submitted minus its PING read */
-    struct lhist loop_us;   /* turn start minus when it was due */
+    struct lhist lag_us;                    /* PING sent minus scheduled: our own lateness */
+    struct lhist answer_us;                 /* PONG submitted minus its PING read */
+    struct lhist loop_us;                   /* turn start minus when it was due */
     uint32_t silent_members, reset_members; /* of this worker: the walk ends when all are done */
 };
 
@@ -1194,7 +1194,8 @@ static void sleep_us(uint64_t d)
 /* liburing 2.3 declares io_uring_enable_rings but its library lacks it: the register call. */
 static int ring_enable(struct io_uring *ring)
 {
-    long ret = syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    long ret =
+        syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     return ret < 0 ? -errno : 0;
 }
 
@@ -1323,10 +1324,9 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
      * of its sleep per completion); the ring is enabled by the worker thread, its one issuer.
      * Older kernels: COOP_TASKRUN, then plain rings.
      */
-    static const unsigned tries[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
-            IORING_SETUP_R_DISABLED,
-        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+    static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                         IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_R_DISABLED,
+                                     IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
     int ret = -EINVAL;
     for (unsigned k = 0; k < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; k++) {
         memset(&p, 0, sizeof(p));

@@ -9,8 +9,8 @@
 #include "hist.h"
 #include "ringbeat.h"
 
-#define LOAD_TARGETS_MAX 4096
-#define LOAD_CODES       8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
+#define LOAD_TARGETS_MAX    4096
+#define LOAD_CODES          8        /* CLOSE codes 1..7; index 0 counts codes outside that range */
 #define LOAD_LATE_ANSWER_US 1000000u /* a PONG sent later than this after its PING is ours */
 
 struct load_cfg {

@@ -190,10 +190,12 @@ static int write_json(const char *path, const struct load_cfg *cfg, const struct
             (unsigned long long)lh_percentile(g, 50), (unsigned long long)lh_percentile(g, 99),
             (unsigned long long)g->max);
     const struct lhist *al = &r->answer_lag_us, *ll = &r->loop_lag_us;
-    fprintf(f, "  \"answer_lag_us\": {\"count\": %llu, \"p50\": %llu, \"p99\": %llu, \"max\": %llu},\n",
-            (unsigned long long)al->count, (unsigned long long)lh_percentile(al, 50),
-            (unsigned long long)lh_percentile(al, 99), (unsigned long long)al->max);
-    fprintf(f, "  \"loop_lag_us\": {\"count\": %llu, \"p50\": %llu, \"p99\": %llu, \"max\": %llu},\n",
+    fprintf(
+        f, "  \"answer_lag_us\": {\"count\": %llu, \"p50\": %llu, \"p99\": %llu, \"max\": %llu},\n",
+        (unsigned long long)al->count, (unsigned long long)lh_percentile(al, 50),
+        (unsigned long long)lh_percentile(al, 99), (unsigned long long)al->max);
+    fprintf(f,
+            "  \"loop_lag_us\": {\"count\": %llu, \"p50\": %llu, \"p99\": %llu, \"max\": %llu},\n",
             (unsigned long long)ll->count, (unsigned long long)lh_percentile(ll, 50),
             (unsigned long long)lh_percentile(ll, 99), (unsigned long long)ll->max);
     fprintf(f, "  \"late_answers\": %llu,\n", (unsigned long long)c->late_answers);
