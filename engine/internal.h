@@ -358,7 +358,8 @@ static inline void rb__live_touch(struct rb__worker *w, struct rb__conn *c)
     /* Rounded up: the clock is truncated to ms, and a connection must never look older than it
      * is (that would declare it dead up to 1 ms early). */
     c->last_rx_ms = w->now_ms + 1;
-    c->flags &= (uint8_t)~RB__CF_FIRST_PING; /* PING points from here on: live.c ping_first */
+    if (c->flags & RB__CF_OPEN) /* not the opening frame: PING points from here (live.c) */
+        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
     if (rb__conn_liveness(c) != RB_ALIVE)
         rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
 }

@@ -67,6 +67,7 @@ static struct fx *fx_new(enum rb_mode mode, uint32_t interval_ms, uint32_t timeo
         c->timeout_ms = timeout_ms;
         c->last_rx_ms = f->w->now_ms + 1;
         rb__conn_set_mode(c, mode);
+        c->flags = RB__CF_OPEN; /* opened: a frame from here on is not the opening one */
         c->state = (uint8_t)((c->state & 0x0c) | RB_ALIVE | rb__live_weight_max(c) << 4);
     }
     return f;
@@ -148,6 +149,28 @@ static void test_server_mode_silent_peer(void **state)
     assert_int_not_equal(f->dead_ms[0], 0);
     assert_true(f->dead_ms[0] >= start + 3000);          /* never early */
     assert_true(f->dead_ms[0] < start + 3000 + TICK_MS); /* within the tick */
+    fx_free(f);
+}
+
+/* The opening frame (HELLO, before the connection is open) leaves the first-PING rule in force:
+ * a HELLO that changes nothing restarts no timer, and its first PING must still wait a full
+ * interval and land on the grid; any later frame ends it. */
+static void test_opening_frame_keeps_first_ping(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    c->flags = 0;
+    rb__live_start(f->w, c); /* at accept */
+    rb__live_touch(f->w, c); /* the HELLO */
+    assert_true(c->flags & RB__CF_FIRST_PING);
+    c->flags |= RB__CF_OPEN;
+    uint64_t hello = f->w->now_ms64 + 1;
+    run_until(f, hello + 2000 + TICK_MS);
+    assert_int_equal(f->npings[0], 1);
+    assert_true(f->pings[0][0] >= hello + 1000 && f->pings[0][0] < hello + 2000 + TICK_MS);
+    rb__live_touch(f->w, c); /* its PONG */
+    assert_false(c->flags & RB__CF_FIRST_PING);
     fx_free(f);
 }
 
@@ -317,6 +340,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_mode_silent_peer),
+        cmocka_unit_test(test_opening_frame_keeps_first_ping),
         cmocka_unit_test(test_touch_restores_and_postpones),
         cmocka_unit_test(test_mark_decays_in_steps),
         cmocka_unit_test(test_ping_grid_spreads_a_burst),
