@@ -1004,6 +1004,12 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
 
 /* ---- per-turn work ---- */
 
+/* Does the generator send the PINGs in this mode (client, silent), or only answer them? */
+static bool load_pings(const struct load_cfg *cfg)
+{
+    return cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT;
+}
+
 static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sched, uint64_t now)
 {
     struct load *L = w->L;
@@ -1035,7 +1041,7 @@ static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sc
         begin_close(w, r, slot, false, true, now);
         return;
     }
-    if (cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT) {
+    if (load_pings(cfg)) {
         uint8_t f[16];
         uint32_t n = put_ping(cfg, f, RB_FRAME_PING, sched << 24 | slot);
         if (send_bytes(w, r, slot, f, n, now) == 0) {
@@ -1174,12 +1180,13 @@ static bool ring_has_work(struct lring *r)
     return (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) || io_uring_cq_ready(&r->ring) > 0;
 }
 
-/* Server mode walks the connections only for its own events (WELCOME timeouts, silencing,
- * resets): once none is left, a heartbeat costs the generator no visit at all. */
+/* A mode where nobody waits for our PINGs (server mode: the server PINGs) walks the
+ * connections only for its own events (WELCOME timeouts, silencing, resets): once none is
+ * left, a heartbeat costs the generator no visit at all. */
 static bool walk_needed(const struct lworker *w)
 {
     const struct load_cfg *cfg = w->L->cfg;
-    if (cfg->mode != RB_MODE_SERVER || cfg->reconnect || w->launched < w->nconns)
+    if (load_pings(cfg) || cfg->reconnect || w->launched < w->nconns)
         return true;
     return w->cnt.pending_now > 0 || w->cnt.silenced < w->silent_members ||
            w->cnt.resets < w->reset_members;
