@@ -51,10 +51,9 @@ void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline
  * decides when it is pinged. Until a frame follows the opening one (HELLO or TUNE;
  * RB__CF_FIRST_PING), PINGs are on the grid at once, the first one to two intervals after it
  * (never before the new interval). After that, a PING never comes more than interval / 16
- * after a full interval of
- * silence (what a server-mode client expects, docs/protocol.md 3): when the grid point lies
- * beyond that, the PING goes at the edge of [0.75, 1.0625] intervals that reaches it first, so a
- * connection that left its grid (data, answers later than a quarter interval) is back on it
+ * after a full interval of silence (what a server-mode client expects, docs/protocol.md 3):
+ * when the grid point lies beyond that, the PING goes at the edge of [0.75, 1.0625] intervals
+ * that reaches it first, so a connection that left its grid (data, answers later than a quarter interval) is back on it
  * within a few intervals, and a bunch of connections with the same last frame (a ramp, a
  * stall) falls apart towards their own phases instead of staying together. (Before, PING
  * points were the last frame + interval + a jitter below interval / 16: such a bunch stayed
