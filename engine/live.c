@@ -53,9 +53,10 @@ void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline
  * (never before the new interval). After that, a PING never comes more than interval / 16
  * after a full interval of silence (what a server-mode client expects, docs/protocol.md 3):
  * when the grid point lies beyond that, the PING goes at the edge of [0.75, 1.0625] intervals
- * that reaches it first, so a connection that left its grid (data, answers later than a quarter interval) is back on it
- * within a few intervals, and a bunch of connections with the same last frame (a ramp, a
- * stall) falls apart towards their own phases instead of staying together. (Before, PING
+ * that reaches it first, so a connection that left its grid (data, answers later than a
+ * quarter interval) is back on it within a few intervals, and a bunch of connections with the
+ * same last frame (a ramp, a stall) falls apart towards their own phases instead of staying
+ * together. (Before, PING
  * points were the last frame + interval + a jitter below interval / 16: such a bunch stayed
  * within that much, and the 1M runs kept heartbeat-rate spikes one interval apart.) If the
  * point leaves the peer less than the half-interval grace before the timeout, it moves
