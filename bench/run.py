@@ -414,6 +414,9 @@ def run_one(a, kind, label, outdir, stamp):
     ramp_over = False
     prev_hb = None
     timed_out = False
+    pause = [float(x) for x in a.pause_load.split(":")] if getattr(a, "pause_load", None) else None
+    ramp_over_t = paused_t = None
+    pause_window = None
     while True:
         alive_load = load.poll() is None
         now = time.time()
@@ -453,11 +456,21 @@ def run_one(a, kind, label, outdir, stamp):
             up, failed = load_err.last("up"), load_err.last("failed")
             if up is not None and up + (failed or 0) >= a.connections:
                 ramp_over = True
+                ramp_over_t = now
                 # The load generator closes its sockets in paced batches when the hold ends
                 # (about 1 s per 10k connections; WebSocket closes wait for the server's Close,
                 # 1.8k/s at 1M on a shared box): allow for it, or a 1M run loses its JSON.
                 close_rate = 1500 if a.protocol_now == "ws" else 10000
                 deadline = now + a.hold_s + 30 + a.interval_s + a.connections / close_rate
+        if pause and ramp_over_t is not None and alive_load:
+            if paused_t is None and now >= ramp_over_t + pause[0]:
+                os.killpg(load.pid, signal.SIGSTOP)
+                paused_t = now
+                log(f"{label}: load generator stopped for {pause[1]:g} s (--pause-load)")
+            elif paused_t is not None and pause_window is None and now >= paused_t + pause[1]:
+                os.killpg(load.pid, signal.SIGCONT)
+                pause_window = [round(paused_t - t0 - t_load, 1), round(now - t0 - t_load, 1)]
+                deadline += now - paused_t
         if not alive_load:
             break
         if now > deadline:
@@ -500,6 +513,7 @@ def run_one(a, kind, label, outdir, stamp):
                timed_out=timed_out, rss_before=rss0, slab_before=slab0, cpu_before_s=cpu0,
                sunreclaim_before=sunrec0, loadavg_before=load0,
                samples=samples, load_summary=load_summary, metrics_addr=srv_err.metrics_addr,
+               pause_window=pause_window,
                scrape_failures=scraper.failures,
                load_tail=load_err.tail(), server_tail=srv_err.tail(8))
     res["figures"] = figures(a, res, t_end)
@@ -531,6 +545,27 @@ def hb_between(a, res, t1, t2):
     # 3) what the configuration implies
     conns = statistics.median([x["conns"] for x in s if x["conns"]] or [a.connections])
     return conns * (t2 - t1) / a.interval_s, t2 - t1, "estimated (conns/interval)"
+
+
+def hb_rate_figures(hold, f):
+    """Per-second heartbeat rate over the hold, from the server's own counter: its mean, p95,
+    max and min, and max / mean (PING phases spread evenly keep it near 1)."""
+    key = "heartbeats_in" if any("heartbeats_in" in x["srv"] for x in hold) else "frames_in"
+    pts = [(x["t"], x["srv"].get(key)) for x in hold if x["srv"].get(key) is not None]
+    # a sample may see the same stats line twice: keep the first sample of each line
+    pts = [p for i, p in enumerate(pts) if i == 0 or p[1] != pts[i - 1][1]]
+    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(pts, pts[1:]) if b[0] - a[0] > 0.2]
+    if len(rates) < 3:
+        return
+    rates.sort()
+    mean = statistics.mean(rates)
+    f["hb_rate_mean"] = round(mean)
+    f["hb_rate_p95"] = round(rates[min(len(rates) - 1, int(0.95 * len(rates)))])
+    f["hb_rate_max"] = round(rates[-1])
+    f["hb_rate_min"] = round(rates[0])
+    if mean > 0:
+        f["hb_rate_max_over_mean"] = round(rates[-1] / mean, 3)
+        f["hb_rate_p95_over_mean"] = round(f["hb_rate_p95"] / mean, 3)
 
 
 def figures(a, res, t_end):
@@ -576,10 +611,20 @@ def figures(a, res, t_end):
             f["load_cpu_pct"] = round(100 * (lc[-1] - lc[0]) / span, 1)
         f["loadavg_max"] = max(x["loadavg"] for x in hold)
         f["server_cpu_us_per_heartbeat"] = round(cpu * 1e6 / hb, 2) if hb > 0 else None
-        bc = [x.get("box_cpu_s") for x in hold if x.get("box_cpu_s") is not None]
+        # The load generator's and the whole machine's CPU per heartbeat, the same window: the
+        # machine's capacity should go to the server under test, not to the load.
+        if len(lc) >= 2 and hb > 0:
+            f["load_cpu_us_per_heartbeat"] = round((lc[-1] - lc[0]) * 1e6 / hb, 2)
+            f["server_load_cpu_us_per_heartbeat"] = round((cpu + lc[-1] - lc[0]) * 1e6 / hb, 2)
+        bc = [x["box_cpu_s"] for x in hold if x.get("box_cpu_s") is not None]
         if len(bc) >= 2 and hb > 0:
-            # Both ends, every process on the box and the kernel's softirq work.
             f["box_cpu_us_per_heartbeat"] = round((bc[-1] - bc[0]) * 1e6 / hb, 2)
+        pw = res.get("pause_window")
+        if pw:  # steady state after the stall: from one interval after the pause
+            f["hb_rate_window_s"] = [round(pw[1] + a.interval_s + 1, 1), round(h2, 1)]
+            hb_rate_figures([x for x in hold if x["t"] >= pw[1] + a.interval_s + 1], f)
+        else:
+            hb_rate_figures(hold, f)
         rtts = [x["rtt_p99_us"] for x in hold if x["rtt_p99_us"]]  # 0: no sample
         if rtts and res["mode"] == "client":
             f["rtt_p99_us"] = statistics.median(rtts)
@@ -604,7 +649,7 @@ def figures(a, res, t_end):
             f["load.rtt_p99_us_whole_run"] = rtt.get("p99")
         for k in ("connections_established", "connect_failures", "false_deaths", "silenced",
                   "detected", "undetected", "detected_early", "closed_eof", "closed_reset",
-                  "protocol_errors"):
+                  "protocol_errors", "late_answers", "self_inflicted"):
             if k in ls:
                 f[f"load.{k}"] = ls[k]
         f["false_deaths"] = ls.get("false_deaths")
@@ -614,6 +659,12 @@ def figures(a, res, t_end):
                 f[f"detection_lateness_ms_{q}"] = late.get(q)
         if ls.get("connect_rate_per_s"):
             f["load.connect_rate_per_s"] = ls["connect_rate_per_s"]
+        # The load's own lag beside its lateness figure: how late its loop ran, how late it
+        # answered (PING read to PONG submitted).
+        for k in ("loop_lag_us", "answer_lag_us"):
+            for q in ("p99", "max"):
+                if (ls.get(k) or {}).get("count"):
+                    f[f"load.{k}_{q}"] = ls[k].get(q)
     return f
 
 
@@ -993,8 +1044,15 @@ ROWS = [
     ("heartbeats/s (hold)", "heartbeats_per_s", ""),
     ("server CPU (% of a core)", "server_cpu_pct", ""),
     ("server CPU per heartbeat (us)", "server_cpu_us_per_heartbeat", ""),
-    ("whole-box CPU per heartbeat (us)", "box_cpu_us_per_heartbeat", ""),
     ("load generator CPU (% of a core)", "load_cpu_pct", ""),
+    ("load generator CPU per heartbeat (us)", "load_cpu_us_per_heartbeat", ""),
+    ("server + load CPU per heartbeat (us)", "server_load_cpu_us_per_heartbeat", ""),
+    ("whole box CPU per heartbeat (us)", "box_cpu_us_per_heartbeat", ""),
+    ("heartbeats/s per second: mean", "hb_rate_mean", ""),
+    ("heartbeats/s per second: p95", "hb_rate_p95", ""),
+    ("heartbeats/s per second: max", "hb_rate_max", ""),
+    ("heartbeats/s per second: min", "hb_rate_min", ""),
+    ("heartbeats/s per second: max / mean", "hb_rate_max_over_mean", ""),
     ("system load average (max)", "loadavg_max", ""),
     ("server RSS per conn (B)", "server_rss_per_conn_bytes", ""),
     ("kernel slab per conn (B)", "kernel_slab_per_conn_bytes", ""),
@@ -1034,7 +1092,9 @@ def print_table(runs):
         print(f"{name:40}" + "".join(f"{fmt_num(r['figures'].get(key), unit):>{w}}"
                                       for r in runs))
     extra = ["load.connections_established", "load.connect_failures",
-             "load.rtt_p99_us_whole_run"]
+             "load.rtt_p99_us_whole_run", "load.late_answers", "load.self_inflicted",
+             "load.loop_lag_us_p99", "load.loop_lag_us_max", "load.answer_lag_us_p99",
+             "load.answer_lag_us_max"]
     if any(r["figures"].get("load.silenced") for r in runs):
         extra += ["load.silenced", "load.detected", "load.undetected", "load.detected_early"]
     for k in extra:
@@ -1119,6 +1179,10 @@ def main():
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra ringbeatd argument (repeatable), e.g. --server-arg=--batch-window=1ms")
     ap.add_argument("--load-arg", action="append", default=[], help="extra ringbeat-load argument")
+    ap.add_argument("--pause-load", metavar="AT:DUR",
+                    help="stop the load generator (SIGSTOP) AT seconds after the ramp for DUR "
+                         "seconds: a stall that bunches answers; the per-second heartbeat rate "
+                         "is then taken from one interval after the pause")
     ap.add_argument("--churn-pct", type=float,
                     help="soak: %% of the connections replaced every churn period (1)")
     ap.add_argument("--churn-period", type=parse_duration_s,

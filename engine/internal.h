@@ -67,7 +67,7 @@ static inline uint64_t rb__ud(enum rb__op op, uint64_t low)
 
 enum {
     RB__CF_OPEN = 1u << 0,       /* the codec has opened the connection (on_open was called) */
-    RB__CF_FIRST_PING = 1u << 1, /* server mode: the spread first PING is still to be sent */
+    RB__CF_FIRST_PING = 1u << 1, /* server mode: no frame since the opening one (live.c) */
     RB__CF_CLOSING = 1u << 2,
     RB__CF_RECV = 1u << 3,      /* a multishot recv is armed */
     RB__CF_REARM = 1u << 4,     /* queued for a recv re-arm (ENOBUFS) */
@@ -369,6 +369,8 @@ static inline void rb__live_touch(struct rb__worker *w, struct rb__conn *c)
     /* Rounded up: the clock is truncated to ms, and a connection must never look older than it
      * is (that would declare it dead up to 1 ms early). */
     c->last_rx_ms = w->now_ms + 1;
+    if (c->flags & RB__CF_OPEN) /* not the opening frame: PING points from here (live.c) */
+        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
     if (rb__conn_liveness(c) != RB_ALIVE)
         rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
 }

@@ -43,35 +43,47 @@ void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline
 }
 
 /*
- * Server mode spreads PINGs so that they never bunch: the first PING point is one interval plus a
- * phase in [0, interval) derived from the connection's id, so a burst of arrivals does not ping
- * in a burst one interval later; every later PING point gets a jitter in [0, interval / 16)
- * derived from the id and the time of the last frame, so a stall that bunches answers together
- * (a slow peer, an overloaded moment) is spread out again instead of repeating every interval.
- * No PING ever goes out before a full interval of silence. Derived, not stored: the record
- * stays 64 bytes, and the timer handler recomputes the same offset as the scheduler.
+ * Server mode puts each connection's PING points on a grid of its own: the instants
+ * phase + k * interval, the phase in [0, interval) derived from the connection's id. A PING
+ * goes at the first grid point at least three quarters of an interval after the last frame,
+ * so a peer that answers within a quarter interval is pinged exactly once per interval,
+ * always at its phase: neither the moment it opened nor a stall that delayed its answers
+ * decides when it is pinged. Until a frame follows the opening one (HELLO or TUNE;
+ * RB__CF_FIRST_PING), PINGs are on the grid at once, the first one to two intervals after it
+ * (never before the new interval). After that, a PING never comes more than interval / 16
+ * after a full interval of silence (what a server-mode client expects, docs/protocol.md 3):
+ * when the grid point lies beyond that, the PING goes at the edge of [0.75, 1.0625] intervals
+ * that reaches it first, so a connection that left its grid (data, answers later than a
+ * quarter interval) is back on it within a few intervals, and a bunch of connections with the
+ * same last frame (a ramp, a stall) falls apart towards their own phases instead of staying
+ * together. (Before, PING
+ * points were the last frame + interval + a jitter below interval / 16: such a bunch stayed
+ * within that much, and the 1M runs kept heartbeat-rate spikes one interval apart.) If the
+ * point leaves the peer less than the half-interval grace before the timeout, it moves
+ * earlier (tight timeouts give up the grid, never the answer's time). Derived, not stored:
+ * the record stays 64 bytes, and the timer handler recomputes the scheduler's point.
  */
-static uint64_t ping_offset(struct rb__worker *w, const struct rb__conn *c)
+static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint64_t last_rx64)
 {
+    uint64_t iv = c->interval_ms;
     if (rb__conn_mode(c) != RB_MODE_SERVER)
-        return 0;
+        return iv;
     uint64_t h = (rb__conn_id(w, c) ^ w->e->token_key) * 0x9E3779B97F4A7C15ULL;
-    if (c->flags & RB__CF_FIRST_PING) {
-        /* The spread never eats the answer's grace: the first PING goes at the latest half an
-         * interval before the timeout (with timeout = 2 x interval, a phase near a whole
-         * interval put the PING in the tick of the death: false deaths, docs/reliability.md). */
-        uint64_t room = c->timeout_ms > c->interval_ms + c->interval_ms / 2
-                            ? c->timeout_ms - c->interval_ms - c->interval_ms / 2
-                            : 1;
-        return (h >> 32) % (room < c->interval_ms ? room : c->interval_ms);
-    }
-    h = (h ^ c->last_rx_ms) * 0xBF58476D1CE4E5B9ULL;
-    return (h >> 32) % (c->interval_ms / 16 + 1);
+    bool opening = c->flags & RB__CF_FIRST_PING;
+    uint64_t phase = (h >> 32) % iv, early = opening ? iv : iv - iv / 4, late = iv + iv / 16;
+    uint64_t first = early + (phase + iv - (last_rx64 + early) % iv) % iv; /* < early + iv */
+    /* Off the grid: the edge that reaches it in fewer intervals (iv/16 a step late, iv/4 early). */
+    if (!opening && first > late)
+        first = (first - late) * 4 < early + iv - first ? late : early;
+    uint64_t latest = c->timeout_ms > iv / 2 ? c->timeout_ms - iv / 2 : 0;
+    if (first > latest)
+        first = latest > early ? latest : early;
+    return first;
 }
 
 /*
  * The next instant this connection needs attention, from last_rx alone: a PING point (server
- * mode: every interval of silence, the first one shifted by the spread), the next step of the
+ * mode: the connection's grid point, then every interval of silence), the next step of the
  * mark (half an interval after a PING point: the answer is overdue), or death at the timeout.
  */
 void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
@@ -86,7 +98,7 @@ void rb__live_schedule(struct rb__worker *w, struct rb__conn *c)
     int32_t idle32 = (int32_t)(w->now_ms - c->last_rx_ms);
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     uint64_t base = w->now_ms64 - idle;
-    uint64_t iv = c->interval_ms, first = iv + ping_offset(w, c), step_at = first + iv / 2;
+    uint64_t iv = c->interval_ms, first = ping_first(w, c, base), step_at = first + iv / 2;
     uint64_t next = c->timeout_ms;
     uint64_t step = idle < step_at ? step_at : step_at + ((idle - step_at) / iv + 1) * iv;
     if (step < next)
@@ -117,7 +129,8 @@ enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c)
     uint64_t idle = idle32 < 0 ? 0 : (uint64_t)idle32;
     if (idle >= c->timeout_ms)
         return RB__LIVE_DEAD;
-    uint64_t iv = c->interval_ms, grace = iv / 2, first = iv + ping_offset(w, c);
+    uint64_t iv = c->interval_ms, grace = iv / 2;
+    uint64_t first = ping_first(w, c, w->now_ms64 - idle);
     uint64_t missed = idle < first + grace ? 0 : 1 + (idle - first - grace) / iv;
     unsigned wmax = rb__live_weight_max(c);
     unsigned weight = missed >= wmax ? 1 : (unsigned)(wmax - missed);
@@ -148,7 +161,6 @@ enum rb__live_verdict rb__live_timer(struct rb__worker *w, struct rb__conn *c)
                 }
             }
         }
-        c->flags &= (uint8_t)~RB__CF_FIRST_PING;
         return RB__LIVE_PING;
     }
     rb__live_schedule(w, c);

@@ -23,7 +23,9 @@ struct fx {
     uint64_t pings[NCONN][8];
     unsigned npings[NCONN];
     uint64_t dead_ms[NCONN];
-    unsigned transitions; /* on_liveness calls */
+    uint64_t answer_at[NCONN]; /* a PONG arrives then (0: none on its way) */
+    uint32_t rtt_ms;           /* answering peers: PONG this long after each PING (0: silent) */
+    unsigned transitions;      /* on_liveness calls */
     enum rb_liveness last_to;
 };
 
@@ -65,6 +67,7 @@ static struct fx *fx_new(enum rb_mode mode, uint32_t interval_ms, uint32_t timeo
         c->timeout_ms = timeout_ms;
         c->last_rx_ms = f->w->now_ms + 1;
         rb__conn_set_mode(c, mode);
+        c->flags = RB__CF_OPEN; /* opened: a frame from here on is not the opening one */
         c->state = (uint8_t)((c->state & 0x0c) | RB_ALIVE | rb__live_weight_max(c) << 4);
     }
     return f;
@@ -84,6 +87,12 @@ static void turn(struct fx *f, uint64_t now)
     w->now_ms64 = now;
     w->now_ms = (uint32_t)now;
     rb__live_refill(w);
+    for (unsigned i = 0; i < NCONN; i++) {
+        if (f->answer_at[i] && f->answer_at[i] <= now) {
+            f->answer_at[i] = 0;
+            rb__live_touch(w, &f->c[i]);
+        }
+    }
     rb__wheel_update(&w->wheel, (uint32_t)(now / TICK_MS));
     struct rb__timer *t;
     while ((t = rb__wheel_get(&w->wheel))) {
@@ -95,6 +104,8 @@ static void turn(struct fx *f, uint64_t now)
             if (f->npings[i] < 8)
                 f->pings[i][f->npings[i]] = now;
             f->npings[i]++;
+            if (f->rtt_ms)
+                f->answer_at[i] = now + f->rtt_ms;
             rb__live_schedule(w, c);
             break;
         case RB__LIVE_DEAD:
@@ -113,9 +124,9 @@ static void run_until(struct fx *f, uint64_t end_ms)
         turn(f, t);
 }
 
-/* Server mode, a peer that never answers: first PING one interval plus its phase after the
- * last frame, then every interval (plus jitter); suspect once an answer is overdue; dead at
- * the timeout, within one tick. */
+/* Server mode, a peer that never answers: the first PING at its grid point one to two intervals
+ * after the opening frame, then every interval; suspect once an answer is overdue; dead at the
+ * timeout, within one tick. */
 static void test_server_mode_silent_peer(void **state)
 {
     (void)state;
@@ -130,14 +141,36 @@ static void test_server_mode_silent_peer(void **state)
     assert_true(first >= start + 1000 && first < start + 2000 + TICK_MS); /* phase in [0, 1000) */
     for (unsigned k = 1; k < f->npings[0] && k < 8; k++) {
         uint64_t gap = f->pings[0][k] - f->pings[0][k - 1];
-        assert_true(gap >= 1000 - TICK_MS && gap <= 1000 + 1000 / 16 + TICK_MS);
+        assert_true(gap >= 1000 - TICK_MS && gap <= 1000 + TICK_MS);
     }
-    assert_false(c->flags & RB__CF_FIRST_PING);
+    assert_true(c->flags & RB__CF_FIRST_PING); /* no frame since the opening one: still set */
     assert_int_equal(rb__conn_liveness(c), RB_SUSPECT);
     assert_true(f->transitions >= 1);
     assert_int_not_equal(f->dead_ms[0], 0);
     assert_true(f->dead_ms[0] >= start + 3000);          /* never early */
     assert_true(f->dead_ms[0] < start + 3000 + TICK_MS); /* within the tick */
+    fx_free(f);
+}
+
+/* The opening frame (HELLO, before the connection is open) leaves the first-PING rule in force:
+ * a HELLO that changes nothing restarts no timer, and its first PING must still wait a full
+ * interval and land on the grid; any later frame ends it. */
+static void test_opening_frame_keeps_first_ping(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    struct rb__conn *c = &f->c[0];
+    c->flags = 0;
+    rb__live_start(f->w, c); /* at accept */
+    rb__live_touch(f->w, c); /* the HELLO */
+    assert_true(c->flags & RB__CF_FIRST_PING);
+    c->flags |= RB__CF_OPEN;
+    uint64_t hello = f->w->now_ms64 + 1;
+    run_until(f, hello + 2000 + TICK_MS);
+    assert_int_equal(f->npings[0], 1);
+    assert_true(f->pings[0][0] >= hello + 1000 && f->pings[0][0] < hello + 2000 + TICK_MS);
+    rb__live_touch(f->w, c); /* its PONG */
+    assert_false(c->flags & RB__CF_FIRST_PING);
     fx_free(f);
 }
 
@@ -184,41 +217,106 @@ static void test_mark_decays_in_steps(void **state)
     fx_free(f);
 }
 
+/* PINGs per 100 ms of one interval (by PING time modulo the interval), for a uniformity check. */
+static unsigned max_per_100ms(const struct fx *f, unsigned k, uint64_t iv)
+{
+    unsigned bins[10] = {0}, m = 0;
+    for (unsigned i = 0; i < NCONN; i++)
+        if (f->npings[i] > k)
+            bins[(f->pings[i][k] % iv) * 10 / iv]++;
+    for (unsigned b = 0; b < 10; b++)
+        m = bins[b] > m ? bins[b] : m;
+    return m;
+}
+
 /*
- * Pacing: a thousand connections whose PINGs fall due within the same 63 ms (the jitter range).
+ * The grid: a thousand connections opened in the same millisecond (a ramp's burst) are pinged
+ * spread over the whole interval, and every connection keeps its own point of the interval
+ * from one PING to the next: a stall that delivers all their answers in one tick does not
+ * bunch the next PINGs (with the old last-frame + jitter points it would, within 63 ms).
+ */
+static void test_ping_grid_spreads_a_burst(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
+    f->w->stats.conns = NCONN; /* pacing at 2 PINGs per ms: above the 1 per ms asked here */
+    f->rtt_ms = 5;
+    for (unsigned i = 0; i < NCONN; i++)
+        rb__live_start(f->w, &f->c[i]);
+    uint64_t start = f->w->now_ms64 + 1;
+    run_until(f, start + 2050); /* every first PING is out and answered */
+    /* A stall of 300 ms: every answer of those 300 ms is read in the one turn at its end, so
+     * about 300 connections have their last frame in the same millisecond. */
+    uint64_t stall_end = start + 2350;
+    for (uint64_t t = start + 2051; t <= stall_end; t++) {
+        for (unsigned i = 0; i < NCONN; i++)
+            if (f->answer_at[i] && f->answer_at[i] < stall_end)
+                f->answer_at[i] = stall_end;
+        turn(f, t);
+    }
+    run_until(f, start + 9500);
+    for (unsigned i = 0; i < NCONN; i++) {
+        assert_int_equal(f->dead_ms[i], 0);
+        assert_false(f->c[i].flags & RB__CF_FIRST_PING); /* its answers cleared it */
+        assert_true(f->npings[i] >= 8);
+        assert_true(f->pings[i][0] >= start + 1000 && f->pings[i][0] < start + 2000 + TICK_MS);
+        /* Its point of the interval, PING after PING (a paced one may go a little later); the
+         * stall's bunch moved back to it within three intervals. */
+        for (unsigned k = 5; k < 8; k++) {
+            uint64_t d = (f->pings[i][k] - f->pings[i][0]) % 1000;
+            assert_true(d <= 3 * TICK_MS || d >= 1000 - 3 * TICK_MS);
+        }
+    }
+    /* 1000 PINGs per interval, 100 per 100 ms if uniform: the burst left none of the interval
+     * crowded in the first round, the stall none once its bunch is back on the grid. */
+    for (unsigned k = 0; k < 8; k += k ? 1 : 5)
+        assert_true(max_per_100ms(f, k, 1000) < 150);
+    fx_free(f);
+}
+
+/*
+ * Pacing: the loop stalls for 300 ms, so the PINGs of 300 connections fall due in one turn.
  * PINGs past the bucket reserve a place at twice the average rate and fire once there; a PING
  * whose place lies beyond a quarter of the grace goes at once (the debt stays). So the held ones
- * trickle out at the paced rate after the burst, none waits past that quarter, none goes twice.
+ * trickle out at the paced rate after the stall, none waits past that quarter, none goes twice.
  */
 static void test_pacing_spreads_a_burst(void **state)
 {
     (void)state;
     struct fx *f = fx_new(RB_MODE_SERVER, 1000, 3000);
     f->w->stats.conns = NCONN; /* the rate pacing allows: 2 x 1000 / 1000 ms = 2 per ms */
+    for (unsigned i = 0; i < NCONN; i++)
+        rb__live_start(f->w, &f->c[i]);
+    uint64_t start = f->w->now_ms64 + 1;
+    run_until(f, start + 1400);
+    unsigned before[NCONN];
+    memcpy(before, f->npings, sizeof(before));
+    uint64_t stall_end = start + 1700;
+    turn(f, stall_end); /* no turn in between: whatever fell due meanwhile is due now */
+    run_until(f, stall_end + 400);
+    unsigned due = 0, after = 0;
     for (unsigned i = 0; i < NCONN; i++) {
-        /* Past the first PING: every later PING point has the same small jitter range. */
-        f->c[i].flags &= (uint8_t)~RB__CF_FIRST_PING;
-        rb__live_schedule(f->w, &f->c[i]);
-    }
-    run_until(f, 1000 + 1000 + 1000 / 16 + 200);
-    uint64_t last_due = 1001 + 1000 + 1000 / 16; /* last_rx + interval + the largest jitter */
-    unsigned after = 0;
-    for (unsigned i = 0; i < NCONN; i++) {
+        if (before[i] || f->npings[i] == 0 || f->pings[i][0] > stall_end)
+            continue;
+        due++;
         assert_int_equal(f->npings[i], 1); /* one PING each: a held PING is not sent twice */
-        /* Nobody waits past a quarter of the grace (125 ms) beyond the last PING point. */
-        assert_true(f->pings[i][0] <= last_due + 125 + TICK_MS);
-        after += f->pings[i][0] > last_due + TICK_MS;
+        /* Nobody waits past a quarter of the grace (125 ms) beyond the stall's end. */
+        assert_true(f->pings[i][0] <= stall_end + 125 + TICK_MS);
     }
-    assert_true(f->w->stats.pings_deferred >= after);
-    assert_true(after > 100); /* the burst was really held back, not sent at once */
-    /* Once no PING point is left, the held ones go out at the paced rate: 2 per ms. */
-    for (uint64_t t0 = last_due + TICK_MS; t0 < last_due + 125; t0 += TICK_MS) {
+    for (unsigned i = 0; i < NCONN; i++)
+        after += f->npings[i] && !before[i] && f->pings[i][0] > stall_end;
+    assert_true(due > 200);                        /* the stall's 300 ms of PING points */
+    assert_true(f->w->stats.pings_deferred > 100); /* the burst was really held back */
+    /* After the stall's turn PINGs go at the paced rate (2 per ms) plus, while the debt is
+     * beyond a quarter of the grace, the new grid points (1 per ms): never the whole burst. */
+    for (uint64_t t0 = stall_end + 1; t0 < stall_end + 300; t0 += TICK_MS) {
         unsigned in_window = 0;
         for (unsigned i = 0; i < NCONN; i++)
-            if (f->pings[i][0] >= t0 && f->pings[i][0] < t0 + TICK_MS)
+            if (f->npings[i] && !before[i] && f->pings[i][0] >= t0 && f->pings[i][0] < t0 + TICK_MS)
                 in_window++;
-        assert_true(in_window <= 2 * TICK_MS + 1);
+        assert_true(in_window <= 3 * TICK_MS + 5);
     }
+    assert_true(after > 0);
     fx_free(f);
 }
 
@@ -288,8 +386,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_mode_silent_peer),
+        cmocka_unit_test(test_opening_frame_keeps_first_ping),
         cmocka_unit_test(test_touch_restores_and_postpones),
         cmocka_unit_test(test_mark_decays_in_steps),
+        cmocka_unit_test(test_ping_grid_spreads_a_burst),
         cmocka_unit_test(test_pacing_spreads_a_burst),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_first_ping_leaves_the_grace),

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,10 +31,19 @@
  *   slot j / R, so consecutive connects spread over all rings and each ring's fixed-file table
  *   stays <= slots_per_ring (RLIMIT_NOFILE - margin). A connection keeps its slot for life
  *   (reconnects reuse it); a generation byte in user_data discards stale completions.
- * - One thread drives all of its rings. Every ring of a worker signals one shared eventfd
- *   (io_uring_register_eventfd); the thread reaps all rings, does due work, submits each ring,
- *   then sleeps in ppoll() on that eventfd until the next deadline (next PING phase, connect
- *   pacing, backoff). The eventfd is drained before reaping, so no completion is missed.
+ * - One thread drives all of its rings, in turns of at least --turn (1 ms): completions gather
+ *   meanwhile, so a turn handles many of them with one io_uring_enter per ring that has work
+ *   (instead of a wake-up, an eventfd read and an enter per heartbeat: that made the generator
+ *   cost more CPU per heartbeat than the server it measures). Rings are SINGLE_ISSUER |
+ *   DEFER_TASKRUN, enabled by their worker: the kernel never interrupts the thread for a
+ *   completion, it queues the work until the thread enters the ring (IORING_SQ_TASKRUN says
+ *   which rings have some). When nothing is due the thread sleeps in ppoll() on one eventfd
+ *   that every ring signals (io_uring_register_eventfd), until the next deadline.
+ * - Times that matter are taken where they happen: a frame's send time is the time its submit
+ *   returned (a per-ring send log stamps them), a completion's time is a clock read per batch
+ *   of completions (not per completion, not the turn's start). A PONG submitted more than
+ *   LOAD_LATE_ANSWER_US after its PING was read is a late answer of ours; a death after one
+ *   (or after our own silence longer than the timeout) is self-inflicted, not a false death.
  * - Schedule without timers: each ring walks a shuffled order of its slots, slot i of the order
  *   owning phase i * interval / M (+ jitter inside its share) of every interval since the run
  *   start. A connection therefore PINGs first at a random point of the interval after it is up,
@@ -93,7 +103,8 @@ enum cstate {
 /* per-connection-lifetime flags */
 #define CF_RECV        0x10 /* multishot recv armed */
 #define CF_WAS_PENDING 0x20
-#define CF_LIFETIME    (CF_RECV | CF_WAS_PENDING)
+#define CF_LATE        0x80 /* our last PONG went out late (LOAD_LATE_ANSWER_US) */
+#define CF_LIFETIME    (CF_RECV | CF_WAS_PENDING | CF_LATE)
 
 /* 64 bytes: the whole per-connection user-space state. */
 struct lconn {
@@ -121,6 +132,13 @@ struct heap_ent {
     uint32_t slot;
 };
 
+/* A frame queued since the ring's last submit; stamped with the submit's time. */
+struct sent_ent {
+    uint64_t pong_read_us; /* a PONG: when its PING was read (0: another frame) */
+    uint32_t slot;
+    uint8_t gen;
+};
+
 struct lring {
     struct io_uring ring;
     bool ring_ok, br_ok;
@@ -146,8 +164,12 @@ struct lring {
     /* transmit arena, reused after every flush */
     uint8_t *tx;
     uint32_t tx_used, tx_cap;
-    uint32_t inflight; /* connects */
-    uint32_t active;   /* slots holding (or about to hold) a socket */
+    struct sent_ent *sent; /* send log: frames since the last submit (<= RING_ENTRIES) */
+    uint32_t nsent;
+    uint64_t pong_read_us; /* set while the PONG to a PING read then is being queued */
+    bool disabled;         /* created R_DISABLED (SINGLE_ISSUER): its worker enables it */
+    uint32_t inflight;     /* connects */
+    uint32_t active;       /* slots holding (or about to hold) a socket */
     uint32_t close_cursor;
     struct __kernel_timespec connect_ts;
     uint64_t rng;
@@ -171,7 +193,10 @@ struct lworker {
     struct load_counters cnt;
     struct lhist rtt_us;
     struct lhist late_us;
-    struct lhist lag_us; /* PING sent minus scheduled: our own lateness */
+    struct lhist lag_us;                    /* PING sent minus scheduled: our own lateness */
+    struct lhist answer_us;                 /* PONG submitted minus its PING read */
+    struct lhist loop_us;                   /* turn start minus when it was due */
+    uint32_t silent_members, reset_members; /* of this worker: the walk ends when all are done */
 };
 
 enum phase { PH_RUN = 0, PH_GRACE = 1, PH_STOP = 2 };
@@ -241,8 +266,40 @@ static inline uint64_t ud_make(enum op op, uint8_t gen, uint32_t slot)
 
 /* ---- submission helpers ---- */
 
+/*
+ * The frames of the submit that just returned left inside it: their send time is the time just
+ * before the io_uring_enter (t), and a PONG's lateness is measured to it. Taken before, not
+ * after: a frame never looks sent later than it was, so the server can never look early (a
+ * clock read after the enter counted a preempted thread's pause, up to 5 ms on a busy box, as
+ * the frame's flight time).
+ */
+static void stamp_sent(struct lworker *w, struct lring *r, uint64_t t)
+{
+    if (!r->nsent)
+        return;
+    for (uint32_t i = 0; i < r->nsent; i++) {
+        const struct sent_ent *e = &r->sent[i];
+        struct lconn *c = &r->c[e->slot];
+        if (c->gen != e->gen)
+            continue;
+        c->last_sent_us = t;
+        if (!e->pong_read_us)
+            continue;
+        uint64_t d = t > e->pong_read_us ? t - e->pong_read_us : 0;
+        lh_record(&w->answer_us, d);
+        if (d > LOAD_LATE_ANSWER_US) {
+            CADD(w, late_answers, 1);
+            c->flags |= CF_LATE;
+        } else {
+            c->flags &= (uint8_t)~CF_LATE;
+        }
+    }
+    r->nsent = 0;
+}
+
 static int ring_flush(struct lworker *w, struct lring *r)
 {
+    uint64_t t = r->nsent ? now_us(w->L) : 0;
     while (io_uring_sq_ready(&r->ring) > 0) {
         int ret = io_uring_submit(&r->ring);
         CADD(w, submits, 1);
@@ -257,6 +314,7 @@ static int ring_flush(struct lworker *w, struct lring *r)
     }
     /* MSG_DONTWAIT sends finished inside that enter: their bytes may be reused */
     r->tx_used = 0;
+    stamp_sent(w, r, t);
     return 0;
 }
 
@@ -296,7 +354,9 @@ static int send_wire(struct lworker *w, struct lring *r, uint32_t slot, const ui
     io_uring_prep_send(sqe, (int)slot, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS;
     sqe->user_data = ud_make(OP_SEND, c->gen, slot);
-    c->last_sent_us = now;
+    (void)now; /* the send time is the submit's (stamp_sent), not this queueing time */
+    if (r->nsent < RING_ENTRIES)
+        r->sent[r->nsent++] = (struct sent_ent){r->pong_read_us, slot, c->gen};
     return 0;
 }
 
@@ -624,8 +684,15 @@ static void peer_closed(struct lworker *w, struct lring *r, uint32_t slot, int c
         }
     } else if (LD(&w->L->phase) != PH_STOP && code != RB_CLOSE_FULL && code != RB_CLOSE_SHUTDOWN) {
         /* A server that is full or shutting down says so; only a healthy peer declared dead
-         * (or dropped without a word) is a false death. */
-        CADD(w, false_deaths, 1);
+         * (or dropped without a word) is a false death. Unless we caused it: our last answer
+         * went out late, or by our own clock we sent nothing for a whole timeout. */
+        uint64_t tmo_us = U64(c->timeout_ms) * 1000;
+        bool ours = (c->flags & CF_LATE) ||
+                    (tmo_us && now > c->last_sent_us && now - c->last_sent_us >= tmo_us);
+        if (ours)
+            CADD(w, self_inflicted, 1);
+        else
+            CADD(w, false_deaths, 1);
     }
     begin_close(w, r, slot, false, false, now);
 }
@@ -679,8 +746,10 @@ static void handle_frame(struct lworker *w, struct lring *r, uint32_t slot, uint
             return;
         uint8_t f[16];
         uint32_t n = put_ping(cfg, f, RB_FRAME_PONG, rb__get_u64(p));
+        r->pong_read_us = now ? now : 1;
         if (send_bytes(w, r, slot, f, n, now) == 0)
             CADD(w, pongs_sent, 1);
+        r->pong_read_us = 0;
         return;
     }
     case RB_FRAME_PONG: {
@@ -843,7 +912,8 @@ static void rx_bytes(struct lworker *w, struct lring *r, uint32_t slot, uint8_t 
     }
 }
 
-static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring_cqe *cqe)
+static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring_cqe *cqe,
+                       uint64_t now)
 {
     uint64_t ud = cqe->user_data;
     enum op op = (enum op)(ud >> 56);
@@ -857,7 +927,7 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
         uint8_t *buf = r->bufs + (size_t)bid * w->L->cfg->buffer_size;
         if (slot < r->nslots && r->c[slot].gen == gen && res > 0 &&
             (r->c[slot].state == CS_UP || r->c[slot].state == CS_HELLO))
-            rx_bytes(w, r, slot, buf, (uint32_t)res, now_us(w->L));
+            rx_bytes(w, r, slot, buf, (uint32_t)res, now);
         io_uring_buf_ring_add(r->br, buf, w->L->cfg->buffer_size, (unsigned short)bid,
                               io_uring_buf_ring_mask(w->L->cfg->buffers), 0);
         io_uring_buf_ring_advance(r->br, 1);
@@ -868,7 +938,6 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
     struct lconn *c = &r->c[slot];
     if (c->gen != gen)
         return; /* a completion of an earlier life of this slot */
-    uint64_t now = now_us(w->L);
 
     switch (op) {
     case OP_SOCKET:
@@ -941,6 +1010,12 @@ static void handle_cqe(struct lworker *w, struct lring *r, const struct io_uring
 
 /* ---- per-turn work ---- */
 
+/* Does the generator send the PINGs in this mode (client, silent), or only answer them? */
+static bool load_pings(const struct load_cfg *cfg)
+{
+    return cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT;
+}
+
 static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sched, uint64_t now)
 {
     struct load *L = w->L;
@@ -972,7 +1047,7 @@ static void visit(struct lworker *w, struct lring *r, uint32_t slot, uint64_t sc
         begin_close(w, r, slot, false, true, now);
         return;
     }
-    if (cfg->mode == RB_MODE_CLIENT || cfg->mode == RB_MODE_SILENT) {
+    if (load_pings(cfg)) {
         uint8_t f[16];
         uint32_t n = put_ping(cfg, f, RB_FRAME_PING, sched << 24 | slot);
         if (send_bytes(w, r, slot, f, n, now) == 0) {
@@ -1093,26 +1168,77 @@ static void reap(struct lworker *w, struct lring *r)
         CADD(w, cq_overflow, 1);
         io_uring_get_events(&r->ring);
     }
+    /* One clock read per batch of 64: a completion's time within a few us, no clock storm. */
+    uint64_t now = now_us(w->L);
     io_uring_for_each_cqe(&r->ring, head, cqe)
     {
-        handle_cqe(w, r, cqe);
-        n++;
+        handle_cqe(w, r, cqe, now);
+        if (++n % 64 == 0)
+            now = now_us(w->L);
     }
     io_uring_cq_advance(&r->ring, n);
+}
+
+/* Completions to post (deferred work, an overflow) or to reap on this ring? */
+static bool ring_has_work(struct lring *r)
+{
+    unsigned f = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+    return (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) || io_uring_cq_ready(&r->ring) > 0;
+}
+
+/* A mode where nobody waits for our PINGs (server mode: the server PINGs) walks the
+ * connections only for its own events (WELCOME timeouts, silencing, resets): once none is
+ * left, a heartbeat costs the generator no visit at all. */
+static bool walk_needed(const struct lworker *w)
+{
+    const struct load_cfg *cfg = w->L->cfg;
+    if (load_pings(cfg) || cfg->reconnect || w->launched < w->nconns)
+        return true;
+    return w->cnt.pending_now > 0 || w->cnt.silenced < w->silent_members ||
+           w->cnt.resets < w->reset_members;
+}
+
+static void sleep_us(uint64_t d)
+{
+    struct timespec ts = {.tv_sec = (time_t)(d / 1000000), .tv_nsec = (long)(d % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* liburing 2.3 declares io_uring_enable_rings but its library lacks it: the register call. */
+static int ring_enable(struct io_uring *ring)
+{
+    long ret =
+        syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return ret < 0 ? -errno : 0;
 }
 
 static void *worker_main(void *arg)
 {
     struct lworker *w = arg;
     struct load *L = w->L;
-    uint64_t stop_at = 0;
+    const uint64_t turn_us = L->cfg->turn_us;
+    uint64_t stop_at = 0, due = 0; /* due: when this turn should have begun, at the latest */
+    for (unsigned i = 0; i < w->nrings; i++) {
+        int er = w->rings[i].disabled ? ring_enable(&w->rings[i].ring) : 0;
+        if (er < 0) {
+            w->err = er;
+            goto out;
+        }
+    }
     for (;;) {
-        uint64_t v;
-        if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-            break;
+        uint64_t start = now_us(L);
+        if (due)
+            lh_record(&w->loop_us, start > due ? start - due : 0);
         CADD(w, turns, 1);
-        for (unsigned i = 0; i < w->nrings; i++)
-            reap(w, &w->rings[i]);
+        for (unsigned i = 0; i < w->nrings; i++) {
+            struct lring *r = &w->rings[i];
+            /* DEFER_TASKRUN: the kernel posts this ring's completions when we ask, here */
+            if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+                io_uring_get_events(&r->ring);
+                CADD(w, submits, 1);
+            }
+            reap(w, r);
+        }
         uint64_t now = now_us(L);
         int phase = LD(&L->phase);
         uint64_t next = now + 50000; /* re-check the phase at least this often */
@@ -1125,6 +1251,7 @@ static void *worker_main(void *arg)
             if (t < next)
                 next = t;
         }
+        bool walking = phase != PH_STOP && walk_needed(w);
         uint32_t open = 0;
         for (unsigned i = 0; i < w->nrings; i++) {
             struct lring *r = &w->rings[i];
@@ -1132,7 +1259,7 @@ static void *worker_main(void *arg)
             if (phase == PH_STOP) {
                 do_close_all(w, r, now);
             } else {
-                uint64_t t = walk(w, r, now);
+                uint64_t t = walking ? walk(w, r, now) : UINT64_MAX;
                 if (t < next)
                     next = t;
                 t = do_backoffs(w, r, now);
@@ -1160,20 +1287,38 @@ static void *worker_main(void *arg)
                 now - stop_at > DRAIN_BASE_US + DRAIN_PER_CONN_US * w->nconns)
                 break;
         }
-        /* sleep only if no completion is already waiting */
-        bool ready = false;
-        for (unsigned i = 0; i < w->nrings && !ready; i++)
-            ready = io_uring_cq_ready(&w->rings[i].ring) > 0;
-        if (ready)
-            continue;
+        /*
+         * The next turn begins no earlier than --turn after this one began, so completions
+         * gather into batches; when nothing is due it waits for the first completion (the
+         * eventfd) or the next deadline, whichever comes first.
+         */
+        uint64_t earliest = start + turn_us;
         now = now_us(L);
-        if (next > now) {
-            uint64_t d = next - now;
-            struct timespec ts = {.tv_sec = (time_t)(d / 1000000),
-                                  .tv_nsec = (long)(d % 1000000) * 1000};
-            struct pollfd pfd = {.fd = w->efd, .events = POLLIN};
-            ppoll(&pfd, 1, &ts, NULL);
+        if (earliest > now)
+            sleep_us(earliest - now);
+        bool ready = next <= earliest;
+        for (unsigned i = 0; i < w->nrings && !ready; i++)
+            ready = ring_has_work(&w->rings[i]);
+        if (ready) {
+            due = earliest;
+            continue;
         }
+        uint64_t v;
+        if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        for (unsigned i = 0; i < w->nrings && !ready; i++)
+            ready = ring_has_work(&w->rings[i]);
+        now = now_us(L);
+        if (ready || next <= now) {
+            due = ready ? earliest : next;
+            continue;
+        }
+        uint64_t d = next - now;
+        struct timespec ts = {.tv_sec = (time_t)(d / 1000000),
+                              .tv_nsec = (long)(d % 1000000) * 1000};
+        struct pollfd pfd = {.fd = w->efd, .events = POLLIN};
+        ppoll(&pfd, 1, &ts, NULL);
+        due = next; /* due by then at the latest: woken earlier by I/O counts as no lag */
     }
 out:
     __atomic_store_n(&w->finished, 1, __ATOMIC_RELEASE);
@@ -1187,9 +1332,22 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
     const struct load_cfg *cfg = L->cfg;
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
-    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
-    p.cq_entries = CQ_ENTRIES;
-    int ret = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
+    /*
+     * SINGLE_ISSUER | DEFER_TASKRUN: completions wait for the worker to ask (no interruption
+     * of its sleep per completion); the ring is enabled by the worker thread, its one issuer.
+     * Older kernels: COOP_TASKRUN, then plain rings.
+     */
+    static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                         IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_R_DISABLED,
+                                     IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+    int ret = -EINVAL;
+    for (unsigned k = 0; k < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; k++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | tries[k];
+        p.cq_entries = CQ_ENTRIES;
+        ret = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
+        r->disabled = ret == 0 && (tries[k] & IORING_SETUP_R_DISABLED);
+    }
     if (ret < 0)
         return ret;
     r->ring_ok = true;
@@ -1225,17 +1383,20 @@ static int ring_setup(struct load *L, struct lworker *w, struct lring *r, uint32
     r->c = calloc(r->nslots, sizeof(*r->c));
     r->order = malloc(sizeof(uint32_t) * r->nslots);
     r->rearm = malloc(sizeof(uint32_t) * r->nslots);
+    r->sent = malloc(sizeof(*r->sent) * RING_ENTRIES);
     r->tx_cap = RING_ENTRIES * TX_FRAME_MAX;
     r->tx = malloc(r->tx_cap);
     if (cfg->reconnect)
         r->heap = malloc(sizeof(*r->heap) * r->nslots);
-    if (!r->c || !r->order || !r->rearm || !r->tx || (cfg->reconnect && !r->heap))
+    if (!r->c || !r->order || !r->rearm || !r->sent || !r->tx || (cfg->reconnect && !r->heap))
         return -ENOMEM;
     r->rng = cfg->seed ^ (U64(w->idx) << 32 | ridx) * 0x9e3779b97f4a7c15ull;
     for (uint32_t s = 0; s < r->nslots; s++) {
         uint32_t j = s * w->nrings + ridx;
         r->c[s].id = j * cfg->workers + w->idx;
         r->order[s] = s;
+        w->silent_members += is_silenced_member(L, r->c[s].id);
+        w->reset_members += is_reset_member(L, r->c[s].id);
     }
     /* shuffled phase order: neighbours in the table do not ping together */
     for (uint32_t s = r->nslots; s > 1; s--) {
@@ -1266,6 +1427,7 @@ static void ring_teardown(struct lring *r)
     free(r->c);
     free(r->order);
     free(r->rearm);
+    free(r->sent);
     free(r->tx);
     free(r->heap);
     ltls_ring_free(r->tls);
@@ -1357,7 +1519,7 @@ static void live_line(struct load *L, uint64_t now, struct load_counters *prev,
     fprintf(stderr,
             "[%7.1fs] up=%llu connecting=%llu failed=%llu pings/s=%llu pongs/s=%llu "
             "rtt_p50=%lluus rtt_p99=%lluus closes=%s eof=%llu rst=%llu silenced=%llu "
-            "detected=%llu false_deaths=%llu\n",
+            "detected=%llu false_deaths=%llu late_answers=%llu self_inflicted=%llu\n",
             (double)now / 1e6, (unsigned long long)t.up_now, (unsigned long long)t.pending_now,
             (unsigned long long)t.connect_failures,
             (unsigned long long)(t.pings_sent + t.pings_received - prev->pings_sent -
@@ -1367,7 +1529,8 @@ static void live_line(struct load *L, uint64_t now, struct load_counters *prev,
             (unsigned long long)lh_percentile(&win, 50),
             (unsigned long long)lh_percentile(&win, 99), codes, (unsigned long long)t.closed_eof,
             (unsigned long long)t.closed_reset, (unsigned long long)t.silenced,
-            (unsigned long long)t.detected, (unsigned long long)t.false_deaths);
+            (unsigned long long)t.detected, (unsigned long long)t.false_deaths,
+            (unsigned long long)t.late_answers, (unsigned long long)t.self_inflicted);
     *prev = t;
     memcpy(prev_h, cur_h, sizeof(*prev_h));
 }
@@ -1525,6 +1688,8 @@ int load_run(const struct load_cfg *cfg, struct load_result *res)
         lh_merge(&res->rtt_us, &w->rtt_us);
         lh_merge(&res->lateness_us, &w->late_us);
         lh_merge(&res->send_lag_us, &w->lag_us);
+        lh_merge(&res->answer_lag_us, &w->answer_us);
+        lh_merge(&res->loop_lag_us, &w->loop_us);
         if (w->rings)
             for (unsigned k = 0; k < w->nrings; k++)
                 ring_teardown(&w->rings[k]);

@@ -9,8 +9,9 @@
 #include "hist.h"
 #include "ringbeat.h"
 
-#define LOAD_TARGETS_MAX 4096
-#define LOAD_CODES       8 /* CLOSE codes 1..7; index 0 counts codes outside that range */
+#define LOAD_TARGETS_MAX    4096
+#define LOAD_CODES          8        /* CLOSE codes 1..7; index 0 counts codes outside that range */
+#define LOAD_LATE_ANSWER_US 1000000u /* a PONG sent later than this after its PING is ours */
 
 struct load_cfg {
     struct sockaddr_in *targets; /* destinations, used round-robin by connection number */
@@ -38,7 +39,8 @@ struct load_cfg {
     bool tls;            /* over TLS 1.3 (load_tls.c) */
     bool tls_resume;     /* offer the newest session ticket: resumed handshakes */
     const char *tls_ciphersuites;
-    bool quiet; /* no live line */
+    uint64_t turn_us; /* shortest loop turn: completions are gathered this long (0: none) */
+    bool quiet;       /* no live line */
     uint64_t seed;
     uint8_t client_ids;         /* enum load_client_ids */
     const struct rb_auth *auth; /* mint a token for each HELLO (NULL: none) */
@@ -63,6 +65,8 @@ struct load_counters {
     uint64_t
         early_max_us; /* largest earliness of an early detection (clamped to 0 in the histogram) */
     uint64_t resets, resets_fin_fallback;
+    uint64_t late_answers;   /* PONGs we sent more than LOAD_LATE_ANSWER_US after the PING came */
+    uint64_t self_inflicted; /* deaths after our own late answers or silence (not the server's) */
     uint64_t enobufs, rearms, cq_overflow, turns, submits;
     uint64_t first_attempt_us, last_established_us; /* since the run start; 0 = none */
     uint64_t last_connect_errno;                    /* diagnostics: the errno of a failed connect */
@@ -73,7 +77,9 @@ struct load_result {
     struct load_counters c;
     struct lhist rtt_us;
     struct lhist lateness_us;
-    struct lhist send_lag_us; /* PING sent minus its scheduled time: the generator's own lag */
+    struct lhist send_lag_us;   /* PING sent minus its scheduled time: the generator's own lag */
+    struct lhist answer_lag_us; /* PONG submitted minus the PING's reading */
+    struct lhist loop_lag_us;   /* a turn's start minus when it was due: the loop's own lag */
     double duration_s;
     double ramp_s;
     uint64_t rings;
