@@ -289,9 +289,10 @@ class WsHandshakeTest(rbtest.DaemonTestCase):
                         accepted += 1
         self.assertEqual(done, n, "handshakes not answered within 60 s")
         self.assertEqual(accepted, n)
-        # 1.5 s: far below the witness's 30 s timeout, yet 10,000 handshakes handled before any
-        # read of the witness would exceed it; a shared CI box can stall this loop by itself.
-        self.assertLess(worst_gap, 1.5 + own_stall,
+        # 3 s: a tenth of the witness's 30 s timeout; a server that let the storm starve its
+        # established connections (upgrades handled before any read, a quadratic scan) exceeds
+        # it, while a busy shared box (load average 5: gaps of 2 s seen) does not.
+        self.assertLess(worst_gap, 3.0 + own_stall,
                         "the witness went unanswered for %.2f s (own loop stalled up to %.2f s)"
                         % (worst_gap, own_stall))
         # Every one of them is an open connection now; the witness is still answered.
