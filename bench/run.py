@@ -180,6 +180,10 @@ def kill_children():
 
 
 def on_term(signum, frame):
+    # Once: a second signal (a wrapper such as timeout(1) forwarding its own) must not cut the
+    # cleanup short and leave the server and the load running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
