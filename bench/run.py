@@ -28,6 +28,7 @@ import datetime
 import json
 import math
 import os
+import resource
 import re
 import shutil
 import signal
@@ -368,7 +369,11 @@ def load_cmd(a, port, json_path):
         # its handshake timeout (a 1M ramp with unbounded handshakes timed 60k of 155k out), and
         # the load's own client handshakes (~0.4 ms each) come in batches small enough that its
         # loop never stalls long enough to answer PINGs late in bunches.
-        cmd += ["--tls", "--inflight", "128"]
+        # --inflight is per ring and a ring holds RLIMIT_NOFILE - 1000 slots: about 1,000
+        # handshakes in flight in all, whatever the connection count (1M = 53 rings).
+        slots = max(1000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1000)
+        rings = max(1, -(-a.connections // slots))
+        cmd += ["--tls", "--inflight", str(max(2, 1024 // rings))]
     cmd += a.load_arg
     return cmd
 
