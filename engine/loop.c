@@ -329,20 +329,20 @@ static bool drained(struct rb__worker *w)
 
 static int64_t wait_timeout_ns(struct rb__worker *w)
 {
-    w->planned_ms = w->now_ms64;
-    if (rb__tls_pending(w))
-        return 0; /* handshake work left by the budget: the next turn comes at once */
-    if (w->stopping)
-        return 1000000; /* drain in paced steps */
     uint32_t ticks = rb__wheel_next(&w->wheel);
     uint64_t tick_ms = w->e->cfg.tick_ms;
     /* At least once a second, so a watchdog that checks loop_turns sees an idle loop alive. */
     uint64_t at_ns = (w->now_ms64 + 1000) * 1000000;
     if (ticks != UINT32_MAX && (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000 < at_ns)
         at_ns = (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000;
+    /* The lag is against the wheel's deadline, whatever else makes this turn come early. */
+    w->planned_ms = at_ns / 1000000;
+    if (rb__tls_pending(w))
+        return 0; /* handshake work left by the budget: the next turn comes at once */
+    if (w->stopping)
+        return 1000000; /* drain in paced steps */
     if (w->accept_resume_ms > w->now_ms64 && w->accept_resume_ms * 1000000 < at_ns)
         at_ns = w->accept_resume_ms * 1000000;
-    w->planned_ms = at_ns / 1000000;
     uint64_t now_ns = rb_clock_ns() - w->e->epoch_ns;
     return at_ns > now_ns ? (int64_t)(at_ns - now_ns) : 0;
 }
