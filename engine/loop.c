@@ -87,18 +87,19 @@ static void reap_all(struct rb__worker *w)
 
 /*
  * Everything the kernel holds for us, before a death: io_uring_get_events runs only a bounded
- * batch of the ring's deferred task work per call (the kernel caps local task work per run), so
- * one call left most of a backlog of receives unrun, and with the server starved of CPU their
- * PONGs sat in the sockets while their peers were judged (2,510-14,861 false deaths of 20,000,
- * docs/reliability.md). So: until a round brings nothing (bounded). Each round's buffers go back
- * before the next, so the receives it runs find buffers.
+ * batch of the ring's deferred task work per call (the kernel caps local task work per run when
+ * no completion is asked for), so one call left most of a backlog of receives unrun, and with
+ * the server starved of CPU their PONGs sat in the sockets while their peers were judged
+ * (14,547-15,542 false deaths of 20,000, docs/reliability.md). So: run as much task work as the
+ * CQ has room for, reap, again, until two rounds in a row bring nothing (bounded). Each round's
+ * buffers go back before the next, so the receives it runs find buffers.
  */
 #define RB__DRAIN_ROUNDS 4096
 static void reap_everything(struct rb__worker *w)
 {
-    for (unsigned k = 0; k < RB__DRAIN_ROUNDS; k++) {
+    for (unsigned k = 0, empty = 0; k < RB__DRAIN_ROUNDS && empty < 2; k++) {
         for (unsigned i = 0; i < w->nrings; i++)
-            io_uring_get_events(&w->rings[i].uring);
+            rb__ring_run_work(&w->rings[i].uring);
         /* What those completions carry arrived after the turn's clock was read: with the
          * turn's clock, a turn of seconds (1M connections near saturation) dated them seconds
          * too early, and a peer could later be judged dead that much before its timeout. */
@@ -106,8 +107,7 @@ static void reap_everything(struct rb__worker *w)
         unsigned n = 0;
         for (unsigned i = 0; i < w->nrings; i++)
             n += reap_ring(w, &w->rings[i]);
-        if (!n)
-            break;
+        empty = n ? 0 : empty + 1; /* (a run may bring nothing: a wake-up with no data) */
     }
 }
 
@@ -329,20 +329,20 @@ static bool drained(struct rb__worker *w)
 
 static int64_t wait_timeout_ns(struct rb__worker *w)
 {
-    w->planned_ms = w->now_ms64;
-    if (rb__tls_pending(w))
-        return 0; /* handshake work left by the budget: the next turn comes at once */
-    if (w->stopping)
-        return 1000000; /* drain in paced steps */
     uint32_t ticks = rb__wheel_next(&w->wheel);
     uint64_t tick_ms = w->e->cfg.tick_ms;
     /* At least once a second, so a watchdog that checks loop_turns sees an idle loop alive. */
     uint64_t at_ns = (w->now_ms64 + 1000) * 1000000;
     if (ticks != UINT32_MAX && (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000 < at_ns)
         at_ns = (w->now_ms64 / tick_ms + ticks) * tick_ms * 1000000;
+    /* The lag is against the wheel's deadline, whatever else makes this turn come early. */
+    w->planned_ms = at_ns / 1000000;
+    if (rb__tls_pending(w))
+        return 0; /* handshake work left by the budget: the next turn comes at once */
+    if (w->stopping)
+        return 1000000; /* drain in paced steps */
     if (w->accept_resume_ms > w->now_ms64 && w->accept_resume_ms * 1000000 < at_ns)
         at_ns = w->accept_resume_ms * 1000000;
-    w->planned_ms = at_ns / 1000000;
     uint64_t now_ns = rb_clock_ns() - w->e->epoch_ns;
     return at_ns > now_ns ? (int64_t)(at_ns - now_ns) : 0;
 }

@@ -45,15 +45,14 @@ static int send_welcome(struct rb__worker *w, struct rb__conn *c, const struct r
     return rb__conn_lookup(w, id) ? 0 : -1;
 }
 
-/* One socket option by IORING_OP_URING_CMD (direct descriptors cannot take setsockopt(2)). The
- * arena is byte-granular, so the value is copied in (no aligned store); it stays valid until the
- * SQE has run (the arena is reused two turns later). */
+/* One socket option by IORING_OP_URING_CMD (direct descriptors cannot take setsockopt(2)); the
+ * value at val (in the turn's arena, valid until the SQE has run: the arena is reused two turns
+ * later; byte-granular, so it is copied in, no aligned store). false: no SQE. */
 static bool sockopt(struct rb__worker *w, struct rb__conn *c, int level, int name, uint32_t value,
-                    uint64_t ud, bool link)
+                    uint8_t *val, uint64_t ud, bool link)
 {
-    uint8_t *val = rb__out_alloc(w, sizeof(value));
-    struct io_uring_sqe *sqe;
-    if (!val || !(sqe = rb__ring_sqe(w, rb__conn_ring(w, c))))
+    struct io_uring_sqe *sqe = rb__ring_sqe(w, rb__conn_ring(w, c));
+    if (!sqe)
         return false;
     memcpy(val, &value, sizeof(value));
     rb__prep_setsockopt_direct(sqe, c->slot, level, name, val, sizeof(value));
@@ -83,13 +82,17 @@ static void keepalive(struct rb__worker *w, struct rb__conn *c)
     if (cnt > 127) /* MAX_TCP_KEEPCNT */
         cnt = 127;
     uint64_t ud = rb__ud(RB__OP_KEEPALIVE, rb__conn_id(w, c));
-    if (!rb__ring_reserve(w, rb__conn_ring(w, c), 5) ||
-        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPIDLE, idle_s, ud, true) ||
-        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPINTVL, 1, ud, true) ||
-        !sockopt(w, c, IPPROTO_TCP, TCP_KEEPCNT, cnt, ud, true) ||
-        !sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, c->timeout_ms, ud, true) ||
-        !sockopt(w, c, SOL_SOCKET, SO_KEEPALIVE, 1, ud, false))
+    /* Values and SQEs first, all of them: a chain cut short would link whatever SQE came next. */
+    uint8_t *v = rb__out_alloc(w, 5 * sizeof(uint32_t));
+    if (!v || !rb__ring_reserve(w, rb__conn_ring(w, c), 5)) {
         rb__kernel_mode_failed(w, c, -ENOMEM);
+        return;
+    }
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPIDLE, idle_s, v, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPINTVL, 1, v + 4, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPCNT, cnt, v + 8, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, c->timeout_ms, v + 12, ud, true);
+    sockopt(w, c, SOL_SOCKET, SO_KEEPALIVE, 1, v + 16, ud, false);
 }
 
 void rb__kernel_mode_failed(struct rb__worker *w, struct rb__conn *c, int err)
@@ -120,7 +123,10 @@ static void apply(struct rb__worker *w, struct rb__conn *c, const struct rb__wel
         restart = true;
     } else if (changed) {
         /* The listener's TCP_USER_TIMEOUT was inherited; this connection asked for another. */
-        sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, wi->timeout_ms, rb__ud(RB__OP_NONE, 0), false);
+        uint8_t *v = rb__out_alloc(w, sizeof(uint32_t));
+        if (v)
+            sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, wi->timeout_ms, v, rb__ud(RB__OP_NONE, 0),
+                    false);
     }
     if (restart)
         rb__live_start(w, c);

@@ -130,6 +130,22 @@ int rb__ring_enter(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns,
     return ret < 0 ? -errno : 0;
 }
 
+int rb__ring_run_work(struct io_uring *ring)
+{
+    /* io_uring_get_events asks for 0 completions, and a DEFER_TASKRUN ring then runs only a
+     * small batch of its task work (the kernel's default cap); asking for as many completions as
+     * the CQ has room for, with a timeout already expired, runs that many and returns. */
+    unsigned room = *ring->cq.kring_entries - io_uring_cq_ready(ring);
+    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 0};
+    struct rb__getevents_arg arg = {.sigmask_sz = _NSIG / 8, .ts = (uint64_t)(uintptr_t)&ts};
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    if (ring->int_flags & 1 /* INT_FLAG_REG_RING */)
+        flags |= IORING_ENTER_REGISTERED_RING;
+    int ret = (int)syscall(__NR_io_uring_enter, ring->enter_ring_fd, 0, room ? room : 1, flags,
+                           &arg, sizeof(arg));
+    return ret < 0 && errno != ETIME ? -errno : 0;
+}
+
 int rb__ring_submit(struct io_uring *ring)
 {
     int ret = io_uring_submit(ring);

@@ -55,6 +55,8 @@ static inline void rb__bufring_publish(struct rb__bufring *b)
  */
 int rb__ring_enter(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns,
                    uint32_t min_wait_us);
+/* Runs the ring's deferred task work, as much as its CQ has room for, without waiting. */
+int rb__ring_run_work(struct io_uring *ring);
 /* Submits without waiting (sibling rings, or a full SQ in the middle of a turn). */
 int rb__ring_submit(struct io_uring *ring);
 
