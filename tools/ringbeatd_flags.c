@@ -1,18 +1,14 @@
 /* ringbeatd_flags.c — the daemon's command line: --help text, flags, their checks, into struct
  * options. */
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include "presence.h"
 #include "ringbeat.h"
