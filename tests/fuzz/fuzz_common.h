@@ -51,12 +51,13 @@ static inline int fuzz_ref_utf8_valid(const uint8_t *p, size_t len)
     return 1;
 }
 
-/* Written from docs/protocol.md, not from proto.c: whether a HELLO payload is valid. Without
+/* Written from docs/protocol.md, not from proto.c: whether a HELLO payload is valid (version 1,
+ * mode 0-3: server, client, silent, kernel). Without
  * the token flag the id is the rest (0..64 bytes); with it, u8 id length 0..64, the id, then
  * 1..255 bytes of token. Sets *tok to whether the token layout is in use. */
 static inline int fuzz_ref_hello_valid(const uint8_t *p, size_t len, int *tok)
 {
-    int head_ok = len >= 12 && p[0] == 1 && p[1] <= 2 && p[2] == 0 && (p[3] & 0xFE) == 0;
+    int head_ok = len >= 12 && p[0] == 1 && p[1] <= 3 && p[2] == 0 && (p[3] & 0xFE) == 0;
     *tok = head_ok && (p[3] & 1);
     if (!head_ok)
         return 0;

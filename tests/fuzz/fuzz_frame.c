@@ -95,7 +95,7 @@ static void on_frame(struct dec *d)
     case RB_FRAME_WELCOME: {
         struct rb__welcome w;
         int rc = rb__welcome_parse(p, len, &w);
-        int valid = p[0] == 1 && p[1] <= 2 && p[2] == 0 && p[3] == 0;
+        int valid = p[0] == 1 && p[1] <= 3 && p[2] == 0 && p[3] == 0; /* modes 0-3 */
         FUZZ_CHECK(rc == (valid ? 0 : -EPROTO));
         if (rc == 0)
             same_as_received(d, rb__put_welcome(d->enc, &w));

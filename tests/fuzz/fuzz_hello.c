@@ -24,7 +24,7 @@ static void fuzz_hello(const uint8_t *p, size_t len, uint8_t *enc)
     FUZZ_CHECK(rc == (valid ? 0 : -EPROTO));
     if (rc != 0)
         return;
-    FUZZ_CHECK(h.version == 1 && h.mode <= 2);
+    FUZZ_CHECK(h.version == 1 && h.mode <= 3);
     FUZZ_CHECK(h.interval_ms == rb__get_u32(p + 4) && h.timeout_ms == rb__get_u32(p + 8));
     if (tok) {
         FUZZ_CHECK(h.client_id == p + 13 && h.client_id_len == p[12]);
