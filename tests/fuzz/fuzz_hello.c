@@ -48,7 +48,7 @@ static void fuzz_welcome(const uint8_t *p, size_t len, uint8_t *enc)
 {
     struct rb__welcome w;
     int rc = rb__welcome_parse(p, len, &w);
-    int valid = len == 20 && p[0] == 1 && p[1] <= 2 && p[2] == 0 && p[3] == 0;
+    int valid = len == 20 && p[0] == 1 && p[1] <= 3 && p[2] == 0 && p[3] == 0;
     FUZZ_CHECK(rc == (valid ? 0 : -EPROTO));
     if (rc != 0)
         return;
