@@ -48,7 +48,7 @@ static void check_accepted(const uint8_t *head, size_t len, const struct rb__ws_
     FUZZ_CHECK(strlen(rq->accept) == RB__WS_ACCEPT_LEN);
     const struct rb__open_params *op = &rq->params;
     FUZZ_CHECK(op->client_id_len <= RB_CLIENT_ID_MAX);
-    FUZZ_CHECK(!op->has_mode || op->mode <= RB_MODE_SILENT);
+    FUZZ_CHECK(!op->has_mode || op->mode <= RB_MODE_KERNEL);
     struct rb__welcome_info wi = {.mode = op->has_mode ? op->mode : RB_MODE_SERVER,
                                   .interval_ms = op->interval_ms,
                                   .timeout_ms = op->timeout_ms,
