@@ -374,6 +374,14 @@ static inline void rb__live_touch(struct rb__worker *w, struct rb__conn *c)
     if (rb__conn_liveness(c) != RB_ALIVE)
         rb__live_set_mark(w, c, RB_ALIVE, rb__live_weight_max(c));
 }
+/* Kernel mode's TCP keepalive settings for an interval and a timeout (live.c). */
+struct rb__keepalive_plan {
+    uint32_t idle_s;  /* TCP_KEEPIDLE: the first probe after this much silence */
+    uint32_t intvl_s; /* TCP_KEEPINTVL: the kernel's next look after a probe */
+    uint32_t cnt;     /* TCP_KEEPCNT (TCP_USER_TIMEOUT decides; set to the same effect) */
+};
+void rb__live_keepalive_plan(uint32_t interval_ms, uint32_t timeout_ms,
+                             struct rb__keepalive_plan *plan);
 /* (Re)starts the connection's timer for its current mode, interval and timeout. */
 void rb__live_start(struct rb__worker *w, struct rb__conn *c);
 void rb__live_arm_at(struct rb__worker *w, struct rb__conn *c, uint64_t deadline_ms64);

@@ -82,6 +82,51 @@ static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint6
 }
 
 /*
+ * Kernel mode's timing. The kernel looks at a keepalive socket at two kinds of instants: after a
+ * probe (TCP_KEEPINTVL later: answered, it re-arms for the rest of the idle time; unanswered, it
+ * probes again, or gives up once TCP_USER_TIMEOUT has passed since the last answer) and when the
+ * idle time is up. Its timer wheel files a timer by how far off it is, in levels whose
+ * granularity grows 8 times per level: at HZ=250 a 29 s timer lands in 2.048 s buckets, a 15 s
+ * one in 256 ms buckets. Every timer of a bucket fires in one softirq run, so with a 1 s
+ * KEEPINTVL (a 1 s look, then a 29 s re-arm) 1,000,000 connections at 30 s sent 66,000 probes
+ * at once every 2 s, which overflowed loopback's per-CPU backlog, and the dropped probes' second
+ * retries fell exactly on the next bucket (docs/benchmarks.md, "Kernel mode at 1,000,000"). So
+ * the interval is split into two shorter hops: KEEPINTVL is chosen to make the longer of the
+ * two (KEEPINTVL, idle - KEEPINTVL) as short as it can be, among the values whose last look
+ * before the verdict still comes within 1 s of the timeout (looks come at idle + k x KEEPINTVL
+ * after the last answer); 1 s always qualifies. 30 s / 90 s gives 15 s: 8 times smaller bursts,
+ * retries 15 s apart, the verdict at the timeout. The kernel keeps whole seconds: the idle time is
+ * rounded down (probes come at least as often as asked), at least 1 s.
+ */
+void rb__live_keepalive_plan(uint32_t interval_ms, uint32_t timeout_ms,
+                             struct rb__keepalive_plan *plan)
+{
+    uint32_t idle_s = interval_ms / 1000;
+    if (idle_s < 1)
+        idle_s = 1;
+    if (idle_s > 32767) /* MAX_TCP_KEEPIDLE */
+        idle_s = 32767;
+    /* From the first probe to the timeout; a timeout within the idle time ends at the first
+     * look after the first probe (the kernel needs a probe out to give up). */
+    uint64_t span_ms = timeout_ms > idle_s * 1000ull ? timeout_ms - idle_s * 1000ull : 1;
+    uint32_t best = 1, best_hop = idle_s > 1 ? idle_s - 1 : 1;
+    for (uint32_t iv = 2; iv <= idle_s && iv <= 32767; iv++) {
+        uint64_t iv_ms = iv * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
+        if (looks * iv_ms - span_ms >= 1000)
+            continue; /* the verdict would come more than 1 s after the timeout */
+        uint32_t hop = iv > idle_s - iv ? iv : idle_s - iv;
+        if (hop <= best_hop) { /* ties: the longer KEEPINTVL, fewer looks */
+            best = iv;
+            best_hop = hop;
+        }
+    }
+    uint64_t iv_ms = best * 1000ull, cnt = (span_ms + iv_ms - 1) / iv_ms + 1;
+    plan->idle_s = idle_s;
+    plan->intvl_s = best;
+    plan->cnt = cnt > 127 ? 127 : (uint32_t)cnt; /* MAX_TCP_KEEPCNT */
+}
+
+/*
  * The next instant this connection needs attention, from last_rx alone: a PING point (server
  * mode: the connection's grid point, then every interval of silence), the next step of the
  * mark (half an interval after a PING point: the answer is overdue), or death at the timeout.

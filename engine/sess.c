@@ -63,24 +63,18 @@ static bool sockopt(struct rb__worker *w, struct rb__conn *c, int level, int nam
 
 /*
  * Kernel mode: the peer's kernel answers TCP keepalive probes, so a heartbeat wakes neither
- * application. The first probe follows `interval` of silence (TCP_KEEPIDLE, whole seconds,
- * rounded down so probes come at least as often as asked: at least 1 s), later ones every second
- * (TCP_KEEPINTVL) while unanswered, and TCP_USER_TIMEOUT makes the kernel give up at the timeout
- * (it then overrides TCP_KEEPCNT; the count is set to the same effect anyway). The kernel decides
- * at a probe, so the verdict comes in [timeout, timeout + 1 s). The options are linked in order
+ * application. The first probe follows `interval` of silence (TCP_KEEPIDLE), later looks come
+ * every TCP_KEEPINTVL, and TCP_USER_TIMEOUT makes the kernel give up at the timeout (it then
+ * overrides TCP_KEEPCNT; the count is set to the same effect anyway); the timing and why it is
+ * split so are in rb__live_keepalive_plan(). The kernel decides at a look, so the verdict comes
+ * in [timeout, timeout + 1 s) plus its timer's rounding. The options are linked in order
  * (SO_KEEPALIVE last, so its timer starts with the idle time already set); a refusal completes
  * with RB__OP_KEEPALIVE and the connection falls back to server mode (loop.c).
  */
 static void keepalive(struct rb__worker *w, struct rb__conn *c)
 {
-    uint32_t idle_s = c->interval_ms / 1000, cnt;
-    if (idle_s < 1)
-        idle_s = 1;
-    if (idle_s > 32767) /* MAX_TCP_KEEPIDLE */
-        idle_s = 32767;
-    cnt = c->timeout_ms / 1000 > idle_s ? c->timeout_ms / 1000 - idle_s + 1 : 1;
-    if (cnt > 127) /* MAX_TCP_KEEPCNT */
-        cnt = 127;
+    struct rb__keepalive_plan plan;
+    rb__live_keepalive_plan(c->interval_ms, c->timeout_ms, &plan);
     uint64_t ud = rb__ud(RB__OP_KEEPALIVE, rb__conn_id(w, c));
     /* Values and SQEs first, all of them: a chain cut short would link whatever SQE came next. */
     uint8_t *v = rb__out_alloc(w, 5 * sizeof(uint32_t));
@@ -88,9 +82,9 @@ static void keepalive(struct rb__worker *w, struct rb__conn *c)
         rb__kernel_mode_failed(w, c, -ENOMEM);
         return;
     }
-    sockopt(w, c, IPPROTO_TCP, TCP_KEEPIDLE, idle_s, v, ud, true);
-    sockopt(w, c, IPPROTO_TCP, TCP_KEEPINTVL, 1, v + 4, ud, true);
-    sockopt(w, c, IPPROTO_TCP, TCP_KEEPCNT, cnt, v + 8, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPIDLE, plan.idle_s, v, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPINTVL, plan.intvl_s, v + 4, ud, true);
+    sockopt(w, c, IPPROTO_TCP, TCP_KEEPCNT, plan.cnt, v + 8, ud, true);
     sockopt(w, c, IPPROTO_TCP, TCP_USER_TIMEOUT, c->timeout_ms, v + 12, ud, true);
     sockopt(w, c, SOL_SOCKET, SO_KEEPALIVE, 1, v + 16, ud, false);
 }

@@ -382,6 +382,42 @@ static void test_kernel_mode_backstop(void **state)
     fx_free(f);
 }
 
+/* Kernel mode's keepalive timing: short intervals keep 1 s looks; long ones are split in two
+ * hops of about half the interval, as long as the verdict stays within 1 s of the timeout. */
+static void test_keepalive_plan(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t interval_ms, timeout_ms, idle_s, intvl_s, cnt;
+    } cases[] = {
+        {1000, 3000, 1, 1, 3},      /* the smallest: unchanged */
+        {2000, 6000, 2, 1, 5},      /* 1 s hops are already the shortest */
+        {4000, 12000, 4, 2, 5},     /* looks at 6, 8, 10, 12 s: the verdict at the timeout */
+        {30000, 90000, 30, 15, 5},  /* the 1M case: 15 s hops instead of 1 s + 29 s */
+        {30000, 40000, 30, 10, 2},  /* one look 10 s after the first probe */
+        {30000, 45500, 30, 16, 2},  /* one look at 46 s: 0.5 s late, within 1 s */
+        {30000, 47000, 30, 17, 2},  /* one look, 17 s after the probe */
+        {30000, 91500, 30, 2, 32},  /* 61.5 s: only 2 s looks land within 1 s (hop 28) */
+        {60000, 180000, 60, 30, 5}, /* 30 s hops */
+        {500, 1500, 1, 1, 2},       /* under a second: the idle time is 1 s */
+        {30000, 20000, 30, 1, 2},   /* a timeout inside the idle time: the first look decides */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rb__keepalive_plan p;
+        rb__live_keepalive_plan(cases[i].interval_ms, cases[i].timeout_ms, &p);
+        assert_int_equal(p.idle_s, cases[i].idle_s);
+        assert_int_equal(p.intvl_s, cases[i].intvl_s);
+        assert_int_equal(p.cnt, cases[i].cnt);
+        /* Whatever was chosen: probes at least every interval, the verdict in [timeout,
+         * timeout + 1 s) of the last answer. */
+        assert_true(p.intvl_s >= 1 && p.intvl_s <= p.idle_s);
+        uint64_t idle_ms = p.idle_s * 1000ull, iv_ms = p.intvl_s * 1000ull, at = idle_ms + iv_ms;
+        while (at < cases[i].timeout_ms)
+            at += iv_ms;
+        assert_true(at - cases[i].timeout_ms < 1000 || cases[i].timeout_ms < idle_ms + iv_ms);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_first_ping_leaves_the_grace),
         cmocka_unit_test(test_kernel_mode_backstop),
+        cmocka_unit_test(test_keepalive_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
