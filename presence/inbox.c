@@ -82,7 +82,7 @@ static void handle_entry(struct inbox *ib, const redisReply *fields)
         else if (field_is(f, "close"))
             close = v;
     }
-    uint64_t id;
+    uint64_t id = 0; /* set by parse_conn wherever it is read; gcc -O3 cannot tell */
     if (close) {
         /* Only if that connection is still the session of that client here: a stale order (the
          * session already gone, the id reused by a later run) closes nothing. */

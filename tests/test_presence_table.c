@@ -78,6 +78,8 @@ static void test_growth_and_snapshot(void **state)
         for (unsigned k = 0; k < n; k++) {
             uint64_t i = snap[k].conn - 1000;
             assert_true(i < N && i % 10 != 0);
+            if (i >= N)
+                return; /* not reached; says so to gcc -O3, whose bounds check is not cmocka's */
             assert_int_equal(seen[i], 0);
             seen[i] = 1;
             assert_int_equal(snap[k].id_len, 13);
