@@ -98,6 +98,13 @@ static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint6
  * retries 15 s apart, the verdict at the timeout. The kernel keeps whole seconds: the idle time is
  * rounded down (probes come at least as often as asked), at least 1 s.
  */
+/* Whether looks every iv_s after the first probe put the last one within 1 s after span_ms. */
+static bool keepalive_lands(uint64_t span_ms, uint32_t iv_s)
+{
+    uint64_t iv_ms = iv_s * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
+    return looks * iv_ms - span_ms < 1000;
+}
+
 void rb__live_keepalive_plan(uint32_t interval_ms, uint32_t timeout_ms,
                              struct rb__keepalive_plan *plan)
 {
@@ -109,17 +116,21 @@ void rb__live_keepalive_plan(uint32_t interval_ms, uint32_t timeout_ms,
     /* From the first probe to the timeout; a timeout within the idle time ends at the first
      * look after the first probe (the kernel needs a probe out to give up). */
     uint64_t span_ms = timeout_ms > idle_s * 1000ull ? timeout_ms - idle_s * 1000ull : 1;
-    uint32_t best = 1, best_hop = idle_s > 1 ? idle_s - 1 : 1;
-    for (uint32_t iv = 2; iv <= idle_s && iv <= 32767; iv++) {
-        uint64_t iv_ms = iv * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
-        if (looks * iv_ms - span_ms >= 1000)
-            continue; /* the verdict would come more than 1 s after the timeout */
-        uint32_t hop = iv > idle_s - iv ? iv : idle_s - iv;
-        if (hop <= best_hop) { /* ties: the longer KEEPINTVL, fewer looks */
-            best = iv;
-            best_hop = hop;
+    /* The longer hop, max(iv, idle - iv), is shortest at half the idle time and grows both
+     * ways from there: search outwards and stop at the first value that lands on each side
+     * (at most idle_s steps, once per open or TUNE; usually a few). Ties go to the longer
+     * KEEPINTVL: fewer looks. 1 s always lands. */
+    uint32_t half = (idle_s + 1) / 2, up = 0, down = 1;
+    for (uint32_t iv = half > 2 ? half : 2; iv <= idle_s && !up; iv++)
+        if (keepalive_lands(span_ms, iv))
+            up = iv; /* hop = iv */
+    for (uint32_t iv = half - 1; iv >= 2 && (!up || idle_s - iv < up); iv--)
+        if (keepalive_lands(span_ms, iv)) {
+            down = iv; /* hop = idle_s - iv */
+            break;
         }
-    }
+    uint32_t down_hop = idle_s > down ? idle_s - down : 1;
+    uint32_t best = up && up <= down_hop ? up : down;
     uint64_t iv_ms = best * 1000ull, cnt = (span_ms + iv_ms - 1) / iv_ms + 1;
     plan->idle_s = idle_s;
     plan->intvl_s = best;

@@ -418,6 +418,35 @@ static void test_keepalive_plan(void **state)
     }
 }
 
+/* The plan's definition, by exhaustive scan: among the KEEPINTVL values whose last look lands
+ * within 1 s after the timeout, the one with the shortest longer hop (ties: the longer). */
+static uint32_t model_intvl_s(uint32_t idle_s, uint32_t timeout_ms)
+{
+    uint64_t span_ms = timeout_ms > idle_s * 1000ull ? timeout_ms - idle_s * 1000ull : 1;
+    uint32_t best = 1, best_hop = idle_s > 1 ? idle_s - 1 : 1;
+    for (uint32_t iv = 2; iv <= idle_s; iv++) {
+        uint64_t iv_ms = iv * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
+        uint32_t hop = iv > idle_s - iv ? iv : idle_s - iv;
+        if (looks * iv_ms - span_ms < 1000 && hop <= best_hop) {
+            best = iv;
+            best_hop = hop;
+        }
+    }
+    return best;
+}
+
+static void test_keepalive_plan_matches_model(void **state)
+{
+    (void)state;
+    for (uint32_t idle_s = 1; idle_s <= 150; idle_s++)
+        for (uint32_t timeout_ms = 500; timeout_ms <= 5 * idle_s * 1000 + 3000; timeout_ms += 250) {
+            struct rb__keepalive_plan p;
+            rb__live_keepalive_plan(idle_s * 1000, timeout_ms, &p);
+            assert_int_equal(p.idle_s, idle_s);
+            assert_int_equal(p.intvl_s, model_intvl_s(idle_s, timeout_ms));
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_first_ping_leaves_the_grace),
         cmocka_unit_test(test_kernel_mode_backstop),
         cmocka_unit_test(test_keepalive_plan),
+        cmocka_unit_test(test_keepalive_plan_matches_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
