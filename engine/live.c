@@ -81,6 +81,13 @@ static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint6
     return first;
 }
 
+/* Whether looks every iv_s after the first probe put the last one within 1 s after span_ms. */
+static bool keepalive_lands(uint64_t span_ms, uint32_t iv_s)
+{
+    uint64_t iv_ms = iv_s * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
+    return looks * iv_ms - span_ms < 1000;
+}
+
 /*
  * Kernel mode's timing. The kernel looks at a keepalive socket at two kinds of instants: after a
  * probe (TCP_KEEPINTVL later: answered, it re-arms for the rest of the idle time; unanswered, it
@@ -98,13 +105,6 @@ static uint64_t ping_first(struct rb__worker *w, const struct rb__conn *c, uint6
  * retries 15 s apart, the verdict at the timeout. The kernel keeps whole seconds: the idle time is
  * rounded down (probes come at least as often as asked), at least 1 s.
  */
-/* Whether looks every iv_s after the first probe put the last one within 1 s after span_ms. */
-static bool keepalive_lands(uint64_t span_ms, uint32_t iv_s)
-{
-    uint64_t iv_ms = iv_s * 1000ull, looks = (span_ms + iv_ms - 1) / iv_ms;
-    return looks * iv_ms - span_ms < 1000;
-}
-
 void rb__live_keepalive_plan(uint32_t interval_ms, uint32_t timeout_ms,
                              struct rb__keepalive_plan *plan)
 {
